@@ -1,0 +1,43 @@
+"""Every error a caller can get, in one table.
+
+App code raises ``ApiError(SPEC)`` (optionally with a more precise message);
+``iolinker.responses`` turns it into the envelope
+``{"response": {"error": {"code": ..., "message": ...}}}`` with the status.
+The same table is in README.md ("Errors").
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    code: str
+    status: int
+    message: str
+
+
+TOKEN_REQUIRED = ErrorSpec("requestError.invalidParams", 401, "Token is required")
+CREDENTIALS_REQUIRED = ErrorSpec("requestError.invalidParams", 401, "User/Password is required")
+UNAUTHORIZED = ErrorSpec("requestError.unauthorized", 401, "Invalid credentials")
+INVALID_JSON = ErrorSpec("requestError.invalidParams", 400, "Request body is not valid JSON")
+BODY_NOT_OBJECT = ErrorSpec("requestError.invalidParams", 400, "Request body must be a JSON object")
+API_DISABLED = ErrorSpec("requestError.apiDisabled", 403, "API is not enabled")
+NOT_FOUND = ErrorSpec("requestError.notFound", 404, "API not found")
+METHOD_NOT_ALLOWED = ErrorSpec("requestError.methodNotAllowed", 405, "Method not allowed")
+PAYLOAD_TOO_LARGE = ErrorSpec("requestError.payloadTooLarge", 413, "Request body is too large")
+BAD_REQUEST = ErrorSpec("requestError.badRequest", 400, "Bad request")
+NOT_IMPLEMENTED = ErrorSpec("serverError.notImplemented", 501, "Not implemented yet")
+UNAVAILABLE = ErrorSpec(
+    "serverError.unavailable", 503, "Service temporarily unavailable, try again later"
+)
+INTERNAL = ErrorSpec("serverError.internal", 500, "Internal server error")
+
+
+class ApiError(Exception):
+    """A caller-visible error: one of the specs above, optionally reworded."""
+
+    def __init__(self, spec: ErrorSpec, message: str | None = None, *, headers=None):
+        self.spec = spec
+        self.message = message or spec.message
+        self.headers = headers or {}
+        super().__init__(f"{spec.code}: {self.message}")

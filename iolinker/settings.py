@@ -1,0 +1,163 @@
+"""iolinker settings, read from the environment (see .env.example)."""
+
+import os
+import secrets
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from iolinker.env import database_from_url, env_bool, env_int, env_list, env_str, sqlite_database
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("IOLINKER_VAR_DIR") or BASE_DIR / "var")
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once per install."""
+    key = env_str("SECRET_KEY")
+    if key:
+        return key
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_q",
+    "workflows",
+    "triggers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "iolinker.urls"
+WSGI_APPLICATION = "iolinker.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------
+CONN_MAX_AGE = env_int("CONN_MAX_AGE", 600, minimum=0)
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": database_from_url(DATABASE_URL, conn_max_age=CONN_MAX_AGE)}
+else:
+    DATABASES = {"default": sqlite_database(str(VAR_DIR / "iolinker.sqlite3"))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # Verified API passwords, keyed by a digest that includes the stored hash
+    # (triggers/services.py); process-local on purpose: nothing secret leaves it.
+    "credentials": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "iolinker-credentials",
+        "TIMEOUT": env_int("IOLINKER_CREDENTIAL_CACHE_SECONDS", 60, minimum=0),
+        "OPTIONS": {"MAX_ENTRIES": 10_000},
+    },
+}
+
+# Session storage: a new API token shown once by the admin never travels in a cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# --- HTTP trigger -------------------------------------------------------------
+# Public base URL used to print full API URLs (admin, `list_apis`).
+IOLINKER_BASE_URL = env_str("IOLINKER_BASE_URL", "http://localhost:8000").rstrip("/")
+IOLINKER_MAX_BODY_BYTES = env_int("IOLINKER_MAX_BODY_BYTES", 1024 * 1024, minimum=1)
+# Request headers never stored with the trigger input (secrets).
+IOLINKER_REDACTED_HEADERS = {
+    h.lower()
+    for h in env_list(
+        "IOLINKER_REDACTED_HEADERS",
+        ["token", "password", "authorization", "proxy-authorization", "cookie", "x-api-key"],
+    )
+}
+DATA_UPLOAD_MAX_MEMORY_SIZE = IOLINKER_MAX_BODY_BYTES
+
+# --- Workers (django-q2) ------------------------------------------------------
+# A run is killed after IOLINKER_RUN_TIMEOUT seconds; django-q2 redelivers an
+# unacknowledged task only after `retry`, which must exceed the timeout or a
+# long run would be started twice.
+IOLINKER_RUN_TIMEOUT = env_int("IOLINKER_RUN_TIMEOUT", 600, minimum=1)
+REDIS_URL = env_str("REDIS_URL")
+Q_CLUSTER = {
+    "name": env_str("IOLINKER_QUEUE_NAME", "iolinker"),
+    "workers": env_int("IOLINKER_WORKERS", os.cpu_count() or 2, minimum=1),
+    "timeout": IOLINKER_RUN_TIMEOUT,
+    "retry": IOLINKER_RUN_TIMEOUT + 60,
+    "max_attempts": env_int("IOLINKER_MAX_ATTEMPTS", 3, minimum=1),
+    "ack_failures": True,
+    # Our Execution row is the record of a run; django-q2 keeping and pruning
+    # its own success rows costs ~10x worker throughput (STACK-NOTES).
+    "save_limit": -1,
+    "poll": 0.1,
+    "catch_up": False,
+    "label": "Queue",
+}
+if REDIS_URL:
+    if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL, got {REDIS_URL!r}")
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Logging ------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
+    "loggers": {"django-q": {"level": env_str("QUEUE_LOG_LEVEL", "WARNING").upper()}},
+}

@@ -1,0 +1,85 @@
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.urls import reverse
+
+name_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+    "Letters, digits, '-' and '_' (up to 64, starting with a letter or digit): "
+    "it is a segment of the API's URL.",
+)
+
+
+class HttpMethod(models.TextChoices):
+    GET = "GET"
+    POST = "POST"
+
+
+class AuthMode(models.TextChoices):
+    NONE = "none", "None"
+    TOKEN = "token", "Token (header `token`)"
+    PASSWORD = "password", "User + password (headers `user`, `password`)"
+
+
+class ApiDefinition(models.Model):
+    """An HTTP API that triggers a workflow: /v1/api/<module>/<method>/async."""
+
+    module = models.CharField(
+        max_length=64, validators=[name_validator], help_text="Groups APIs, e.g. by product."
+    )
+    method = models.CharField(
+        "method name",
+        max_length=64,
+        validators=[name_validator],
+        help_text="The API's name within its module.",
+    )
+    http_method = models.CharField(
+        "HTTP verb", max_length=8, choices=HttpMethod.choices, default=HttpMethod.POST
+    )
+    auth_mode = models.CharField(
+        "authentication", max_length=16, choices=AuthMode.choices, default=AuthMode.TOKEN
+    )
+    # Secrets are stored hashed only (see triggers/services.py).
+    token_hash = models.CharField(max_length=128, blank=True, editable=False)
+    auth_user = models.CharField("user", max_length=150, blank=True)
+    password_hash = models.CharField(max_length=256, blank=True, editable=False)
+    workflow = models.ForeignKey(
+        "workflows.Workflow", on_delete=models.PROTECT, related_name="apis"
+    )
+    enabled = models.BooleanField(default=True, help_text="A disabled API refuses every call.")
+    debug_payload = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Input used to simulate a call (the Debug button, `fire_api --debug`): "
+        "the JSON body for POST, query parameters for GET.",
+    )
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "API"
+        ordering = ["module", "method"]
+        constraints = [
+            # Also the index the trigger's lookup by (module, method) uses.
+            models.UniqueConstraint(fields=["module", "method"], name="api_module_method_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.module}/{self.method}"
+
+    @property
+    def path(self) -> str:
+        return reverse("trigger-async", kwargs={"module": self.module, "method": self.method})
+
+    @property
+    def url(self) -> str:
+        return settings.IOLINKER_BASE_URL + self.path
+
+    @property
+    def has_secret(self) -> bool:
+        if self.auth_mode == AuthMode.TOKEN:
+            return bool(self.token_hash)
+        if self.auth_mode == AuthMode.PASSWORD:
+            return bool(self.auth_user and self.password_hash)
+        return True

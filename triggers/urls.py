@@ -1,0 +1,12 @@
+from django.urls import path
+
+from triggers import views
+
+urlpatterns = [
+    path("v1/api/<str:module>/<str:method>/async", views.trigger_async, name="trigger-async"),
+    path(
+        "v1/api/<str:module>/<str:method>/executions/<str:uid>",
+        views.execution_status,
+        name="execution-status",
+    ),
+]

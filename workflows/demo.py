@@ -1,0 +1,63 @@
+"""The demo a fresh install ships: POST /v1/api/demo/hello/async {"name": "x"}."""
+
+from django.db import transaction
+
+from triggers.models import ApiDefinition, AuthMode, HttpMethod
+from workflows.models import Step, Workflow
+
+DEMO_WORKFLOW = "demo-hello"
+DEMO_STEPS = [
+    (
+        "prepare",
+        "transform",
+        {"value": {"name": "{{ body.name | default('world') }}", "via": "{{ method }}"}},
+    ),
+    (
+        "greeting",
+        "code",
+        {
+            "input": "{{ steps.prepare }}",
+            "code": 'name = str(data["name"])\n'
+            'return {"message": f"Hello, {name}!", "letters": len(name)}',
+        },
+    ),
+    (
+        "result",
+        "output",
+        {
+            "value": {
+                "greeting": "{{ steps.greeting.message }}",
+                "letters": "{{ steps.greeting.letters }}",
+            }
+        },
+    ),
+]
+
+
+@transaction.atomic
+def demo_load() -> bool:
+    """Create the demo workflow and API unless present; True when created."""
+    if ApiDefinition.objects.filter(module="demo", method="hello").exists():
+        return False
+    workflow, created = Workflow.objects.get_or_create(
+        name=DEMO_WORKFLOW,
+        defaults={"description": "Greets the `name` from the request body (transform → code)."},
+    )
+    if created:
+        for position, (key, step_type, config) in enumerate(DEMO_STEPS, start=1):
+            step = Step(
+                workflow=workflow, position=position, key=key, type=step_type, config=config
+            )
+            step.full_clean()
+            step.save()
+    ApiDefinition.objects.create(
+        module="demo",
+        method="hello",
+        http_method=HttpMethod.POST,
+        auth_mode=AuthMode.NONE,
+        workflow=workflow,
+        enabled=True,
+        debug_payload={"name": "iolinker"},
+        description='Demo: curl -d \'{"name":"x"}\' localhost:8000/v1/api/demo/hello/async',
+    )
+    return True

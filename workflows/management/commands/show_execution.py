@@ -1,0 +1,21 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from workflows.selectors import execution_detail
+
+
+class Command(BaseCommand):
+    help = "Show an execution by uid, with its trigger input, output and step runs (JSON)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("uid")
+
+    def handle(self, *args, uid, **options):
+        try:
+            detail = execution_detail(uid=int(uid))
+        except ValueError:
+            raise CommandError(f"{uid!r} is not an execution uid") from None
+        if detail is None:
+            raise CommandError(f"No execution {uid}")
+        self.stdout.write(json.dumps(detail, indent=2, ensure_ascii=False))

@@ -1,0 +1,87 @@
+import json
+
+import httpx
+
+from workflows.steps.base import StepError, StepType, register
+
+DEFAULT_TIMEOUT_S = 10
+MAX_TIMEOUT_S = 120
+MAX_RESPONSE_BYTES = 5 * 1024 * 1024
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+@register
+class Http(StepType):
+    """An outbound HTTP request; output is ``{"status", "headers", "body"}``.
+
+    ``json`` sends a JSON body; the response body is parsed as JSON when the
+    response says so, else kept as text. A non-2xx answer fails the step unless
+    ``fail_on_error`` is false.
+    """
+
+    name = "http"
+    label = "HTTP request"
+    schema = {
+        "type": "object",
+        "properties": {
+            "method": {"enum": _METHODS},
+            "url": {"type": "string", "minLength": 1},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "query": {"type": "object"},
+            "json": {},
+            "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
+            "fail_on_error": {"type": "boolean"},
+        },
+        "required": ["url"],
+        "additionalProperties": False,
+    }
+
+    def run(self, resolved, ctx):
+        url = resolved["url"]
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise StepError(f"url must be an http:// or https:// URL, got {url!r}")
+        method = resolved.get("method", "POST" if "json" in resolved else "GET")
+        kwargs = {"headers": resolved.get("headers") or {}, "params": resolved.get("query")}
+        if "json" in resolved:
+            kwargs["json"] = resolved["json"]
+        timeout = resolved.get("timeout", DEFAULT_TIMEOUT_S)
+        try:
+            with (
+                httpx.Client(timeout=timeout, follow_redirects=True) as client,
+                client.stream(method, url, **kwargs) as response,
+            ):
+                content = _read_limited(response)
+        except httpx.TimeoutException:
+            raise StepError(f"HTTP {method} {url} timed out after {timeout:g} s") from None
+        except httpx.HTTPError as exc:
+            raise StepError(f"HTTP {method} {url} failed: {exc}") from None
+        output = {
+            "status": response.status_code,
+            "headers": dict(response.headers),
+            "body": _parse_body(response, content),
+        }
+        if response.is_error and resolved.get("fail_on_error", True):
+            raise StepError(f"HTTP {method} {url} answered {response.status_code}", output=output)
+        return output
+
+
+def _read_limited(response: httpx.Response) -> bytes:
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise StepError(f"HTTP response is larger than {MAX_RESPONSE_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_body(response: httpx.Response, content: bytes):
+    if not content:
+        return None
+    text = content.decode(response.encoding or "utf-8", errors="replace")
+    if "json" in response.headers.get("content-type", ""):
+        try:
+            return json.loads(content)
+        except ValueError:
+            return text
+    return text

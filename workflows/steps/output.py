@@ -1,0 +1,19 @@
+from workflows.steps.base import StepType, register
+
+
+@register
+class Output(StepType):
+    """Set the workflow's output (the last output step run wins)."""
+
+    name = "output"
+    label = "Output (set the workflow's output)"
+    sets_output = True
+    schema = {
+        "type": "object",
+        "properties": {"value": {}},
+        "required": ["value"],
+        "additionalProperties": False,
+    }
+
+    def run(self, resolved, ctx):
+        return resolved["value"]
