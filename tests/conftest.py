@@ -1,0 +1,84 @@
+import pytest
+from django.core.cache import caches
+from django.test import Client
+
+from tests.helpers import REQUIRE_SERVICES
+from triggers import services as trigger_services
+from triggers.models import ApiDefinition, AuthMode
+from workflows import ids
+from workflows.models import Step, Workflow
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state():
+    yield
+    # The test database is rolled back between tests: forget the uid lease
+    # and verified credentials this process remembered.
+    ids.reset()
+    caches["credentials"].clear()
+
+
+def needs_service(reason: str | None):
+    """Skip for a missing PostgreSQL/Redis, but fail when CI requires them."""
+    if reason is None:
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(f"IOLINKER_REQUIRE_SERVICES=1 but {reason}")
+    pytest.skip(reason)
+
+
+def make_workflow(name: str = "wf", steps=(), **kwargs) -> Workflow:
+    workflow = Workflow.objects.create(name=name, **kwargs)
+    for position, (key, step_type, config) in enumerate(steps, start=1):
+        step = Step(workflow=workflow, position=position, key=key, type=step_type, config=config)
+        step.full_clean()
+        step.save()
+    return workflow
+
+
+ECHO_STEPS = [
+    (
+        "shape",
+        "transform",
+        {"value": {"body": "{{ body }}", "query": "{{ query }}", "method": "{{ method }}"}},
+    ),
+    ("result", "output", {"value": "{{ steps.shape }}"}),
+]
+
+
+@pytest.fixture
+def echo_workflow(db):
+    return make_workflow("echo", ECHO_STEPS)
+
+
+def make_api(workflow, *, module="shop", method="order", http_method="POST", **kwargs):
+    return ApiDefinition.objects.create(
+        module=module, method=method, http_method=http_method, workflow=workflow, **kwargs
+    )
+
+
+@pytest.fixture
+def open_api(echo_workflow):
+    """An enabled POST API without authentication."""
+    return make_api(echo_workflow, auth_mode=AuthMode.NONE)
+
+
+@pytest.fixture
+def token_api(echo_workflow):
+    """A token-auth POST API; its plain token is on `.plain_token`."""
+    api = make_api(echo_workflow, method="secure", auth_mode=AuthMode.TOKEN)
+    api.plain_token = trigger_services.api_set_token(api=api)
+    return api
+
+
+@pytest.fixture
+def password_api(echo_workflow):
+    """A user+password POST API: user `alice`, password `s3cret-pass`."""
+    api = make_api(echo_workflow, method="private", auth_mode=AuthMode.PASSWORD)
+    trigger_services.api_set_password(api=api, user="alice", password="s3cret-pass")
+    return api
+
+
+@pytest.fixture
+def caller():
+    return Client()

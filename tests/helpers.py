@@ -1,0 +1,158 @@
+"""Test helpers: the real queue drained in-process, real processes for end-to-end tests."""
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from django.db import connection
+from django.utils.module_loading import import_string
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+REQUIRE_SERVICES = os.environ.get("IOLINKER_REQUIRE_SERVICES") == "1"
+
+
+def drain_queue() -> int:
+    """Run every task waiting in the configured django-q2 broker, in this process."""
+    from django_q.brokers import get_broker
+    from django_q.signing import SignedPackage
+
+    broker = get_broker()
+    ran = 0
+    while batch := broker.dequeue():
+        for task_id, payload in batch:
+            task = SignedPackage.loads(payload)
+            func = task["func"]
+            func = import_string(func) if isinstance(func, str) else func
+            func(*task["args"], **task["kwargs"])
+            broker.acknowledge(task_id)
+            ran += 1
+    return ran
+
+
+def queued_messages() -> int:
+    from django_q.brokers import get_broker
+
+    return get_broker().queue_size()
+
+
+def test_database_url() -> str:
+    """The URL a child process uses to reach this test run's database."""
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return "sqlite:///" + str(Path(s["NAME"]).resolve())
+    user = s.get("USER") or ""
+    auth = user + (":" + s["PASSWORD"] if s.get("PASSWORD") else "") + ("@" if user else "")
+    return f"postgres://{auth}{s.get('HOST') or 'localhost'}:{s.get('PORT') or 5432}/{s['NAME']}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on port {port} after {timeout} s")
+
+
+def child_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update(DATABASE_URL=test_database_url(), LOG_LEVEL="WARNING", **extra)
+    return env
+
+
+class Platform:
+    """The web server and a qcluster as real child processes on the test database."""
+
+    def __init__(self, *, redis_url: str | None = None, workers: int = 2):
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        extra = {"IOLINKER_WORKERS": str(workers), "IOLINKER_QUEUE_NAME": f"test-{self.port}"}
+        if redis_url:
+            extra["REDIS_URL"] = redis_url
+        self.env = child_env(**extra)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Platform":
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--port", str(self.port), "--web-workers", "1"],
+            cwd=BASE_DIR,
+            env=self.env,
+            start_new_session=True,
+        )
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+
+
+class RecordingServer:
+    """A local HTTP server for the http step: answers JSON and records requests."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                outer.requests.append(
+                    {"method": self.command, "path": self.path, "body": body.decode()}
+                )
+                status = 500 if self.path.startswith("/fail") else 200
+                payload = json.dumps({"echo": json.loads(body) if body else None, "ok": True})
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload.encode())
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def redis_url_or_reason() -> tuple[str | None, str]:
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except Exception as exc:  # noqa: BLE001
+        return None, f"Redis is not reachable at {url}: {exc}"
+    return url, ""

@@ -1,0 +1,240 @@
+"""The engine and the step library, run through the real queue (drained in-process)."""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from tests.conftest import make_workflow
+from tests.helpers import RecordingServer, drain_queue
+from workflows.models import Execution, ExecutionStatus, Step, StepRun
+from workflows.services import execution_run, execution_start
+
+pytestmark = pytest.mark.django_db
+
+
+def run(steps, body=None, query=None) -> Execution:
+    workflow = make_workflow("wf", steps)
+    trigger_input = {"method": "POST", "body": body or {}, "query": query or {}, "headers": {}}
+    execution = execution_start(workflow=workflow, trigger_input=trigger_input)
+    assert drain_queue() == 1
+    execution.refresh_from_db()
+    return execution
+
+
+def test_transform_keeps_json_types_of_whole_value_references():
+    execution = run(
+        [
+            (
+                "t",
+                "transform",
+                {
+                    "value": {
+                        "items": "{{ body['items'] }}",
+                        "count": "{{ body['items'] | length }}",
+                        "flag": "{{ body.flag }}",
+                        "nothing": "{{ body.none }}",
+                        "text": "n={{ body['items'] | length }}",
+                        "literal": [1, "plain", {"k": None}],
+                    }
+                },
+            )
+        ],
+        body={"items": [1, 2, 3], "flag": False, "none": None},
+    )
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+    assert execution.output == {
+        "items": [1, 2, 3],
+        "count": 3,
+        "flag": False,
+        "nothing": None,
+        "text": "n=3",
+        "literal": [1, "plain", {"k": None}],
+    }
+
+
+def test_steps_see_earlier_outputs_by_key():
+    execution = run(
+        [
+            ("a", "transform", {"value": {"n": "{{ body.n }}"}}),
+            ("b", "transform", {"value": "{{ steps.a.n * 2 }}"}),
+            ("out", "output", {"value": {"a": "{{ steps.a }}", "b": "{{ steps.b }}"}}),
+        ],
+        body={"n": 21},
+    )
+    assert execution.output == {"a": {"n": 21}, "b": 42}
+
+
+def test_missing_reference_fails_the_run_naming_the_expression():
+    execution = run([("t", "transform", {"value": "{{ body.missing }}"})], body={})
+    assert execution.status == ExecutionStatus.FAILED
+    assert "{{ body.missing }}" in execution.error and "'t'" in execution.error
+    step_run = StepRun.objects.get(execution=execution)
+    assert step_run.status == "failed" and "body.missing" in step_run.error
+
+
+def test_failing_step_stops_the_run_and_later_steps_do_not_run():
+    execution = run(
+        [
+            ("ok", "transform", {"value": 1}),
+            ("boom", "code", {"code": "raise ValueError('bad input ' + str(data['body']['x']))"}),
+            ("never", "output", {"value": "unreached"}),
+        ],
+        body={"x": 7},
+    )
+    assert execution.status == ExecutionStatus.FAILED
+    assert "ValueError: bad input 7" in execution.error
+    assert list(execution.step_runs.values_list("key", "status")) == [
+        ("ok", "succeeded"),
+        ("boom", "failed"),
+    ]
+    assert execution.finished_at is not None
+
+
+def test_code_step_runs_python_with_json_in_and_out_and_captures_prints():
+    execution = run(
+        [
+            (
+                "c",
+                "code",
+                {
+                    "input": {"words": "{{ body.words }}"},
+                    "code": "print('counting', len(data['words']))\n"
+                    "return {'upper': [w.upper() for w in data['words']]}",
+                },
+            )
+        ],
+        body={"words": ["a", "b"]},
+    )
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+    assert execution.output == {"upper": ["A", "B"]}
+    assert "counting 2" in execution.step_runs.get().logs
+
+
+def test_code_step_sees_every_expression_name_by_default():
+    execution = run([("c", "code", {"code": "return sorted(data)"})])
+    assert execution.output == ["body", "headers", "input", "method", "query", "steps"]
+
+
+def test_code_step_is_killed_at_its_time_limit():
+    execution = run([("c", "code", {"code": "while True:\n    pass", "timeout": 0.5})])
+    assert execution.status == ExecutionStatus.FAILED
+    assert "timed out after 0.5 s" in execution.error
+    assert execution.step_runs.get().duration_ms < 5000
+
+
+def test_code_step_is_stopped_at_its_memory_limit():
+    execution = run([("c", "code", {"code": "x = bytearray(512 * 1024 * 1024)", "memory_mb": 64})])
+    assert execution.status == ExecutionStatus.FAILED
+    assert "MemoryError" in execution.error
+
+
+def test_code_step_cannot_see_platform_settings_or_secrets():
+    code = (
+        "import os, sys\n"
+        "try:\n"
+        "    import django\n"
+        "    has_django = True\n"
+        "except ImportError:\n"
+        "    has_django = False\n"
+        "return {'env': sorted(os.environ), 'django': has_django, 'cwd': os.getcwd()}"
+    )
+    execution = run([("c", "code", {"code": code})])
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+    env = execution.output["env"]
+    assert not {"SECRET_KEY", "DATABASE_URL", "DJANGO_SETTINGS_MODULE", "REDIS_URL"} & set(env)
+    assert execution.output["django"] is False
+    assert "iolinker-code-" in execution.output["cwd"]
+
+
+def test_code_step_must_return_json():
+    execution = run([("c", "code", {"code": "return {1, 2}"})])
+    assert execution.status == ExecutionStatus.FAILED
+    assert "not JSON" in execution.error
+
+
+def test_http_step_calls_a_server_and_returns_status_headers_and_body():
+    with RecordingServer() as server:
+        execution = run(
+            [
+                (
+                    "call",
+                    "http",
+                    {
+                        "method": "POST",
+                        "url": server.url + "/hook?src={{ body.src }}",
+                        "json": {"id": "{{ body.id }}"},
+                    },
+                ),
+                ("out", "output", {"value": "{{ steps.call.body.echo }}"}),
+            ],
+            body={"id": 5, "src": "test"},
+        )
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+    assert execution.output == {"id": 5}
+    assert server.requests == [{"method": "POST", "path": "/hook?src=test", "body": '{"id":5}'}]
+    call = execution.step_runs.get(key="call")
+    assert call.output["status"] == 200
+    assert call.output["headers"]["content-type"] == "application/json"
+
+
+def test_http_step_fails_on_an_error_status_and_records_the_response():
+    with RecordingServer() as server:
+        execution = run([("call", "http", {"url": server.url + "/fail"})])
+    assert execution.status == ExecutionStatus.FAILED
+    assert "answered 500" in execution.error
+    assert execution.step_runs.get().output["status"] == 500
+
+
+def test_http_step_can_continue_on_an_error_status():
+    with RecordingServer() as server:
+        execution = run([("call", "http", {"url": server.url + "/fail", "fail_on_error": False})])
+    assert execution.status == ExecutionStatus.SUCCEEDED
+    assert execution.output["status"] == 500
+
+
+def test_http_step_reports_an_unreachable_server():
+    execution = run([("call", "http", {"url": "http://127.0.0.1:9/", "timeout": 2})])
+    assert execution.status == ExecutionStatus.FAILED
+    assert "failed" in execution.error
+
+
+def test_redelivered_task_does_not_run_a_claimed_execution_twice():
+    workflow = make_workflow("wf", [("t", "transform", {"value": 1})])
+    execution = execution_start(workflow=workflow, trigger_input={"body": {}})
+    assert execution_run(uid=execution.uid) is not None
+    assert execution_run(uid=execution.uid) is None  # a second delivery of the same task
+    execution.refresh_from_db()
+    assert execution.attempts == 1
+    assert execution.step_runs.count() == 1
+
+
+def test_workflow_without_steps_succeeds_with_no_output():
+    execution = run([])
+    assert execution.status == ExecutionStatus.SUCCEEDED
+    assert execution.output is None
+
+
+@pytest.mark.parametrize(
+    "step_type,config,message",
+    [
+        ("transform", {}, "'value' is a required property"),
+        ("transform", {"value": "{{ body. }}"}, "{{ body. }}"),
+        ("code", {"code": "return (", "timeout": 5}, "code: line 1"),
+        ("code", {"code": "x", "timeout": 10_000}, "timeout"),
+        ("http", {"url": "http://x", "method": "FETCH"}, "method"),
+        ("http", {"url": "http://x", "extra": 1}, "Additional properties"),
+        ("output", [], "is not of type 'object'"),
+    ],
+)
+def test_invalid_step_config_is_refused_on_save_with_a_clear_error(step_type, config, message):
+    workflow = make_workflow("wf")
+    step = Step(workflow=workflow, key="s", type=step_type, config=config)
+    with pytest.raises(ValidationError) as exc:
+        step.full_clean()
+    assert message in str(exc.value.message_dict["config"])
+
+
+def test_unknown_step_type_is_refused_on_save():
+    step = Step(workflow=make_workflow("wf"), key="s", type="teleport", config={})
+    with pytest.raises(ValidationError) as exc:
+        step.full_clean()
+    assert "type" in exc.value.message_dict

@@ -1,0 +1,122 @@
+"""The HTTP contract of /v1/api/<module>/<method>/async."""
+
+import json
+import re
+
+import pytest
+
+from tests.conftest import make_api, make_workflow
+from tests.helpers import drain_queue, queued_messages
+from triggers.models import AuthMode
+from workflows.models import Execution, ExecutionStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def test_post_is_accepted_with_exactly_a_string_uid(caller, open_api):
+    response = caller.post(
+        "/v1/api/shop/order/async", data='{"item": "book"}', content_type="application/json"
+    )
+    assert response.status_code == 202
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert list(body) == ["response"] and list(body["response"]) == ["uid"]
+    uid = body["response"]["uid"]
+    assert isinstance(uid, str) and re.fullmatch(r"[1-9][0-9]{9,18}", uid)
+    assert response["Location"] == f"/v1/api/shop/order/executions/{uid}"
+
+
+def test_accepted_run_is_committed_and_queued_before_the_answer(caller, open_api):
+    response = caller.post("/v1/api/shop/order/async", data="{}", content_type="application/json")
+    execution = Execution.objects.get(uid=int(response.json()["response"]["uid"]))
+    assert execution.status == ExecutionStatus.QUEUED
+    assert execution.api == open_api and execution.workflow == open_api.workflow
+    assert queued_messages() == 1
+
+
+def test_post_body_and_query_reach_the_workflow(caller, open_api):
+    response = caller.post(
+        "/v1/api/shop/order/async?channel=web&tag=a&tag=b",
+        data=json.dumps({"item": "book", "qty": 2, "tags": ["x"]}),
+        content_type="application/json",
+    )
+    assert drain_queue() == 1
+    execution = Execution.objects.get(uid=int(response.json()["response"]["uid"]))
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+    assert execution.output == {
+        "body": {"item": "book", "qty": 2, "tags": ["x"]},
+        "query": {"channel": "web", "tag": ["a", "b"]},
+        "method": "POST",
+    }
+
+
+def test_get_query_string_reaches_the_workflow(caller, echo_workflow):
+    make_api(echo_workflow, module="shop", method="lookup", http_method="GET", auth_mode="none")
+    response = caller.get("/v1/api/shop/lookup/async", {"sku": "A-1", "n": "3"})
+    assert response.status_code == 202
+    drain_queue()
+    execution = Execution.objects.get(uid=int(response.json()["response"]["uid"]))
+    assert execution.output == {"body": {}, "query": {"sku": "A-1", "n": "3"}, "method": "GET"}
+
+
+def test_empty_post_body_is_an_empty_object(caller, open_api):
+    response = caller.post("/v1/api/shop/order/async", data="", content_type="application/json")
+    assert response.status_code == 202
+    drain_queue()
+    assert Execution.objects.get().output["body"] == {}
+
+
+def test_json_body_is_read_whatever_the_content_type(caller, open_api):
+    # `curl -d '{...}'` sends application/x-www-form-urlencoded.
+    response = caller.post(
+        "/v1/api/shop/order/async",
+        data='{"name": "x"}',
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 202
+    drain_queue()
+    assert Execution.objects.get().output["body"] == {"name": "x"}
+
+
+def test_secret_headers_are_not_stored_with_the_trigger_input(caller, token_api):
+    caller.post(
+        "/v1/api/shop/secure/async",
+        data="{}",
+        content_type="application/json",
+        headers={"token": token_api.plain_token, "X-Request-Id": "r-1", "Cookie": "a=b"},
+    )
+    headers = Execution.objects.get().input["headers"]
+    assert headers["x-request-id"] == "r-1"
+    assert "token" not in headers and "cookie" not in headers
+    assert token_api.plain_token not in json.dumps(Execution.objects.get().input)
+
+
+def test_each_accepted_call_gets_its_own_increasing_uid(caller, open_api):
+    uids = [
+        int(
+            caller.post(
+                "/v1/api/shop/order/async", data="{}", content_type="application/json"
+            ).json()["response"]["uid"]
+        )
+        for _ in range(50)
+    ]
+    assert len(set(uids)) == 50
+    assert uids == sorted(uids)
+
+
+def test_trigger_path_costs_a_fixed_number_of_queries(caller, open_api, django_assert_num_queries):
+    caller.post("/v1/api/shop/order/async", data="{}", content_type="application/json")
+    # (the first call above leases this process's uid number) leases this process's uid number
+    # API lookup, then in one transaction: insert execution, insert queue message
+    # (plus SAVEPOINT/RELEASE inside the test's own transaction).
+    with django_assert_num_queries(5):
+        response = caller.post("/v1/api/shop/order/async", data="{}", content_type="text/json")
+    assert response.status_code == 202
+
+
+def test_workflow_without_output_step_returns_last_step_output(caller):
+    workflow = make_workflow("no-output", [("only", "transform", {"value": {"n": 1}})])
+    make_api(workflow, auth_mode=AuthMode.NONE)
+    caller.post("/v1/api/shop/order/async", data="{}", content_type="application/json")
+    drain_queue()
+    assert Execution.objects.get().output == {"n": 1}
