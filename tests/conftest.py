@@ -2,7 +2,7 @@ import pytest
 from django.core.cache import caches
 from django.test import Client
 
-from tests.helpers import REQUIRE_SERVICES
+from tests.helpers import REQUIRE_SERVICES, queue_is_redis
 from triggers import services as trigger_services
 from triggers.models import ApiDefinition, AuthMode
 from workflows import ids
@@ -11,6 +11,11 @@ from workflows.models import Step, Workflow
 
 @pytest.fixture(autouse=True)
 def _fresh_process_state():
+    if queue_is_redis():
+        # Unlike the ORM broker's table, a Redis queue is not rolled back between tests.
+        from django_q.brokers import get_broker
+
+        get_broker().purge_queue()
     yield
     # The test database is rolled back between tests: forget the uid lease
     # and verified credentials this process remembered.

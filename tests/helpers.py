@@ -25,8 +25,8 @@ def drain_queue() -> int:
 
     broker = get_broker()
     ran = 0
-    while batch := broker.dequeue():
-        for task_id, payload in batch:
+    while broker.queue_size():  # Redis's dequeue blocks on an empty queue: ask first
+        for task_id, payload in broker.dequeue() or []:
             task = SignedPackage.loads(payload)
             func = task["func"]
             func = import_string(func) if isinstance(func, str) else func
@@ -34,6 +34,12 @@ def drain_queue() -> int:
             broker.acknowledge(task_id)
             ran += 1
     return ran
+
+
+def queue_is_redis() -> bool:
+    from django_q.conf import Conf
+
+    return not Conf.ORM
 
 
 def queued_messages() -> int:
