@@ -100,7 +100,11 @@ class Platform:
             env=self.env,
             start_new_session=True,
         )
-        wait_for_port(self.port, proc=self.proc)
+        try:
+            wait_for_port(self.port, proc=self.proc)
+        except Exception:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -154,7 +158,11 @@ class RecordingServer:
 
 
 def redis_url_or_reason() -> tuple[str | None, str]:
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
+    url = (
+        os.environ.get("IOLINKER_TEST_REDIS_URL")
+        or os.environ.get("REDIS_URL")
+        or "redis://127.0.0.1:6379/15"
+    )
     try:
         import redis
 

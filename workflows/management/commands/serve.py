@@ -1,3 +1,4 @@
+import contextlib
 import os
 import signal
 import subprocess
@@ -34,6 +35,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, host, port, web_workers, threads, no_qcluster, **options):
         manage = str(Path(settings.BASE_DIR) / "manage.py")
+        # `bootstrap` collects static files here; the server needs the folder either way.
+        Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
         commands = {
             "web": [
                 sys.executable,
@@ -60,7 +63,9 @@ class Command(BaseCommand):
         }
         if not no_qcluster:
             commands["qcluster"] = [sys.executable, manage, "qcluster"]
-        procs = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
+        # Each child leads its own process group: a terminal's Ctrl-C reaches only this
+        # command, which stops the children in order, then clears their groups.
+        procs = {name: subprocess.Popen(cmd, process_group=0) for name, cmd in commands.items()}
         self.stdout.write(
             f"iolinker on http://{host}:{port}/ (admin: /admin/) — "
             f"{', '.join(procs)} started; Ctrl-C stops."
@@ -74,19 +79,27 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         exit_code = 0
-        while not stopping:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    self.stderr.write(f"{name} exited with {proc.returncode}; stopping")
-                    exit_code, stopping = 1, True
-            time.sleep(0.2)
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        try:
+            while not stopping:
+                for name, proc in procs.items():
+                    if proc.poll() is not None:
+                        self.stderr.write(f"{name} exited with {proc.returncode}; stopping")
+                        exit_code, stopping = 1, True
+                time.sleep(0.2)
+        finally:
+            _stop_all(procs.values(), grace=20)
         sys.exit(exit_code)
+
+
+def _stop_all(procs, *, grace: float) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        # Whatever is left of its group (e.g. the workers of a stuck parent).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
