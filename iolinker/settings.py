@@ -10,7 +10,8 @@ from iolinker.env import database_from_url, env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("IOLINKER_VAR_DIR") or BASE_DIR / "var")
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# Private: holds the SQLite database, the generated secret key and the admin password.
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def _secret_key() -> str:
@@ -130,6 +131,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = IOLINKER_MAX_BODY_BYTES
 # unacknowledged task only after `retry`, which must exceed the timeout or a
 # long run would be started twice.
 IOLINKER_RUN_TIMEOUT = env_int("IOLINKER_RUN_TIMEOUT", 600, minimum=1)
+# Redis broker only: a run still `queued` this long gets its message pushed again.
+IOLINKER_REQUEUE_AFTER = env_int("IOLINKER_REQUEUE_AFTER", 300, minimum=10)
 REDIS_URL = env_str("REDIS_URL")
 Q_CLUSTER = {
     "name": env_str("IOLINKER_QUEUE_NAME", "iolinker"),

@@ -1,5 +1,7 @@
 """The engine and the step library, run through the real queue (drained in-process)."""
 
+import os
+
 import pytest
 from django.core.exceptions import ValidationError
 
@@ -143,6 +145,29 @@ def test_code_step_cannot_see_platform_settings_or_secrets():
     assert not {"SECRET_KEY", "DATABASE_URL", "DJANGO_SETTINGS_MODULE", "REDIS_URL"} & set(env)
     assert execution.output["django"] is False
     assert "iolinker-code-" in execution.output["cwd"]
+
+
+def test_code_step_cannot_read_the_worker_environment():
+    # The worker's own environment holds DATABASE_URL, SECRET_KEY, REDIS_URL.
+    code = "return open(f'/proc/{__import__(\"os\").getppid()}/environ').read()"
+    execution = run([("c", "code", {"code": code})])
+    assert execution.status == ExecutionStatus.FAILED
+    assert "PermissionError" in execution.error
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to `nobody` needs the worker to be root")
+def test_code_step_cannot_read_the_platform_files(settings):
+    secret_file = settings.VAR_DIR / "secret_key"
+    execution = run([("c", "code", {"code": f"return open({str(secret_file)!r}).read()"})])
+    assert execution.status == ExecutionStatus.FAILED
+    assert "PermissionError" in execution.error
+
+
+def test_code_step_cannot_start_processes_that_outlive_it():
+    code = "import os\npid = os.fork()\nreturn pid"
+    execution = run([("c", "code", {"code": code})])
+    assert execution.status == ExecutionStatus.FAILED
+    assert "BlockingIOError" in execution.error or "PermissionError" in execution.error
 
 
 def test_code_step_must_return_json():

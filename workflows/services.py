@@ -1,6 +1,8 @@
 import logging
 import os
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -52,8 +54,14 @@ def execution_start(*, workflow: Workflow, trigger_input: dict, api=None) -> Exe
     pushed; if the push fails the row is removed and the caller gets a 503
     (a process dying in between leaves a `queued` row for a sweeper).
     """
+    now = timezone.now()
     execution = Execution(
-        uid=next_uid(), api=api, workflow=workflow, input=trigger_input, created_at=timezone.now()
+        uid=next_uid(),
+        api=api,
+        workflow=workflow,
+        input=trigger_input,
+        created_at=now,
+        queued_at=now,
     )
     if _queue_is_transactional():
         with transaction.atomic():
@@ -86,9 +94,49 @@ def execution_run(*, uid: int) -> Execution | None:
         output = engine.run_steps(execution, list(execution.workflow.steps.all()))
     except engine.RunFailed as exc:
         execution.mark_failed(str(exc))
-    except Exception as exc:
+    except BaseException as exc:
+        # Also django-q2's TimeoutException (a SystemExit) and KeyboardInterrupt:
+        # record the end of the run, then let the worker go down as it wanted.
+        if isinstance(exc, SystemExit | KeyboardInterrupt):
+            execution.mark_failed(f"The run was stopped by its worker: {exc}")
+            raise
         logger.exception("Execution %s crashed", uid)
         execution.mark_failed(f"Internal error: {type(exc).__name__}: {exc}")
     else:
         execution.mark_succeeded(output)
     return execution
+
+
+def execution_recover_stale() -> dict[str, int]:
+    """End runs whose worker vanished; re-queue runs whose queue message was lost.
+
+    * `running` longer than the run timeout (+2 min): the worker was killed
+      (SIGKILL, OOM, machine lost) before it could record anything -> failed.
+    * `queued` for IOLINKER_REQUEUE_AFTER with a non-transactional broker
+      (Redis: at-most-once delivery, a crash between commit and push) -> the
+      message is pushed again. A duplicate message is harmless: the claim
+      lets only one delivery run.
+    """
+    now = timezone.now()
+    stale_after = timedelta(seconds=settings.IOLINKER_RUN_TIMEOUT + 120)
+    failed = Execution.objects.filter(
+        status=ExecutionStatus.RUNNING, started_at__lt=now - stale_after
+    ).update(
+        status=ExecutionStatus.FAILED,
+        finished_at=now,
+        error="The worker running this execution stopped without finishing it "
+        "(killed, out of memory or past the run timeout)",
+    )
+    requeued = 0
+    if not _queue_is_transactional():
+        cutoff = now - timedelta(seconds=settings.IOLINKER_REQUEUE_AFTER)
+        stale = Execution.objects.filter(status=ExecutionStatus.QUEUED, queued_at__lt=cutoff)
+        for uid in stale.values_list("uid", flat=True)[:5000]:
+            if Execution.objects.filter(uid=uid, status=ExecutionStatus.QUEUED).update(
+                queued_at=now
+            ):
+                execution_enqueue(uid=uid)
+                requeued += 1
+    if failed or requeued:
+        logger.warning("Recovered stale executions: %s failed, %s re-queued", failed, requeued)
+    return {"failed": failed, "requeued": requeued}

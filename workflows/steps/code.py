@@ -1,4 +1,9 @@
+import contextlib
+import ctypes
 import json
+import math
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -12,6 +17,20 @@ _CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME":
 DEFAULT_TIMEOUT_S = 10
 MAX_TIMEOUT_S = 300
 DEFAULT_MEMORY_MB = 256
+NOBODY = 65534
+PR_SET_DUMPABLE = 4
+
+
+class _Process:
+    hardened_pid: int | None = None
+
+
+def _harden_parent() -> None:
+    """Make this worker non-dumpable, once: a same-user child then cannot read
+    /proc/<worker>/environ or its memory (where DATABASE_URL and secrets live)."""
+    if _Process.hardened_pid != os.getpid():
+        ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        _Process.hardened_pid = os.getpid()
 
 
 @register
@@ -57,28 +76,28 @@ class Code(StepType):
             "code": resolved["code"],
             "data": resolved["input"],
             "memory_bytes": resolved.get("memory_mb", DEFAULT_MEMORY_MB) * 1024 * 1024,
+            "cpu_seconds": math.ceil(timeout) + 1,
         }
+        _harden_parent()
         with tempfile.TemporaryDirectory(prefix="iolinker-code-") as workdir:
-            try:
-                proc = subprocess.run(
-                    [sys.executable, "-I", "-S", _RUNNER],
-                    input=json.dumps(request).encode(),
-                    capture_output=True,
-                    timeout=timeout,
-                    cwd=workdir,
-                    env=_CHILD_ENV,
-                    check=False,
-                    start_new_session=True,
-                )
-            except subprocess.TimeoutExpired:
-                raise StepError(f"Code step timed out after {timeout:g} s") from None
-        lines = proc.stdout.decode(errors="replace").strip().splitlines()
+            if os.geteuid() == 0:
+                os.chown(workdir, NOBODY, NOBODY)  # the runner drops to `nobody`
+            stdout, stderr, returncode = _communicate(
+                [sys.executable, "-I", "-S", _RUNNER],
+                json.dumps(request).encode(),
+                cwd=workdir,
+                timeout=timeout,
+            )
+        lines = stdout.decode(errors="replace").strip().splitlines()
         try:
             result = json.loads(lines[-1])
         except (IndexError, ValueError):
-            stderr = proc.stderr.decode(errors="replace").strip()[-2000:]
+            stderr = stderr.decode(errors="replace").strip()[-2000:]
+            reason = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+            if returncode == -signal.SIGXCPU or returncode == -signal.SIGKILL:
+                reason += ", CPU time limit"
             raise StepError(
-                f"Code step process ended without a result (exit code {proc.returncode})"
+                f"Code step process ended without a result ({reason})"
                 + (f": {stderr}" if stderr else "")
             ) from None
         if result.get("logs"):
@@ -86,6 +105,35 @@ class Code(StepType):
         if not result["ok"]:
             raise StepError(result["error"])
         return result["output"]
+
+
+def _communicate(cmd: list[str], stdin: bytes, *, cwd: str, timeout: float):
+    """Run the sandbox process; on timeout (or any interruption, e.g. the run's
+    own timeout) kill its whole process group."""
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=_CHILD_ENV,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise StepError(f"Code step timed out after {timeout:g} s") from None
+    except BaseException:
+        _kill_group(proc)
+        raise
+    return stdout, stderr, proc.returncode
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
 
 
 def _indent(code: str) -> str:

@@ -34,8 +34,11 @@ class Command(BaseCommand):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(password + "\n")
-        if path.exists():
-            password = path.read_text().strip()
-            self.stdout.write(f"Admin login: user 'admin', password '{password}' (from {path})")
+            self.stdout.write(
+                f"Admin login created: user 'admin', password '{password}' "
+                f"(also in {path}, readable by you only: change it, then delete the file)"
+            )
+        elif path.exists():
+            self.stdout.write(f"Admin login: user 'admin', password in {path}")
         else:
-            self.stdout.write("Admin login: use your existing superuser")
+            self.stdout.write("Admin login: your existing superuser")
