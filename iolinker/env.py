@@ -91,8 +91,10 @@ def sqlite_database(path: str) -> dict:
         "OPTIONS": {
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
+            # synchronous=FULL: a commit survives power loss, so an answered uid
+            # always resolves (NORMAL may lose the last commits in WAL mode).
             "init_command": (
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
             ),
         },
         "TEST": {"NAME": str(path).removesuffix(".sqlite3") + "-test.sqlite3"},

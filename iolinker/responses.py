@@ -11,7 +11,8 @@ import functools
 import json
 import logging
 
-from django.db import InterfaceError, OperationalError
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.views import defaults
 
@@ -47,6 +48,16 @@ def api_endpoint(view):
             return view(request, *args, **kwargs)
         except ApiError as exc:
             return error(exc.spec, exc.message, headers=exc.headers)
+        except RequestDataTooBig:
+            return error(errors.PAYLOAD_TOO_LARGE)
+        except SuspiciousOperation as exc:  # e.g. too many query fields
+            return error(errors.BAD_REQUEST, f"Bad request: {exc}")
+        except DataError:
+            # A value the database refuses (the checks above should catch them first).
+            logger.warning("Database refused a value on %s", request.path, exc_info=True)
+            return error(
+                errors.INVALID_PARAMS, "The request contains a value that cannot be stored"
+            )
         except (OperationalError, InterfaceError):
             # The database is down or unreachable: nothing was accepted, retry later.
             logger.exception("Database unavailable on %s %s", request.method, request.path)
@@ -71,7 +82,7 @@ def handler400(request, exception=None):
 
 def handler403(request, exception=None):
     if _is_api(request):
-        return error(errors.ErrorSpec("requestError.forbidden", 403, "Forbidden"))
+        return error(errors.FORBIDDEN)
     return defaults.permission_denied(request, exception)
 
 

@@ -116,14 +116,26 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # Public base URL used to print full API URLs (admin, `list_apis`).
 IOLINKER_BASE_URL = env_str("IOLINKER_BASE_URL", "http://localhost:8000").rstrip("/")
 IOLINKER_MAX_BODY_BYTES = env_int("IOLINKER_MAX_BODY_BYTES", 1024 * 1024, minimum=1)
-# Request headers never stored with the trigger input (secrets).
-IOLINKER_REDACTED_HEADERS = {
+# Request headers kept in a run's trigger input (credentials never are).
+IOLINKER_TRIGGER_HEADERS = frozenset(
     h.lower()
     for h in env_list(
-        "IOLINKER_REDACTED_HEADERS",
-        ["token", "password", "authorization", "proxy-authorization", "cookie", "x-api-key"],
+        "IOLINKER_TRIGGER_HEADERS",
+        [
+            "content-type",
+            "user-agent",
+            "accept",
+            "accept-language",
+            "referer",
+            "origin",
+            "x-request-id",
+            "x-correlation-id",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-real-ip",
+        ],
     )
-}
+)
 DATA_UPLOAD_MAX_MEMORY_SIZE = IOLINKER_MAX_BODY_BYTES
 
 # --- Workers (django-q2) ------------------------------------------------------

@@ -106,7 +106,7 @@ def test_list_apis_shows_urls_and_state(open_api, token_api):
 
 
 def test_rotate_token_prints_a_new_working_token(caller, token_api):
-    token = run_command("rotate_token", "shop", "secure").strip()
+    token = run_command("rotate_token", "shop", "secure", "--yes").strip()
     assert token != token_api.plain_token
     ok = caller.post(
         "/v1/api/shop/secure/async",
@@ -117,9 +117,21 @@ def test_rotate_token_prints_a_new_working_token(caller, token_api):
     assert ok.status_code == 202
 
 
+def test_rotate_token_without_yes_changes_nothing(caller, token_api):
+    out = run_command("rotate_token", "shop", "secure")
+    assert "--yes" in out
+    still = caller.post(
+        "/v1/api/shop/secure/async",
+        headers={"token": token_api.plain_token},
+        data="{}",
+        content_type="application/json",
+    )
+    assert still.status_code == 202
+
+
 def test_rotate_token_refuses_a_non_token_api(open_api):
     with pytest.raises(CommandError, match="does not use token"):
-        run_command("rotate_token", "shop", "order")
+        run_command("rotate_token", "shop", "order", "--yes")
 
 
 def test_bootstrap_creates_the_admin_and_the_demo_once(settings, tmp_path):

@@ -101,6 +101,28 @@ def test_changed_password_invalidates_the_cached_credential(caller, password_api
     assert new.status_code == 202
 
 
+def test_changed_user_invalidates_the_cached_credential(caller, password_api):
+    ok = post(caller, "/v1/api/shop/private/async", user="alice", password="s3cret-pass")
+    assert ok.status_code == 202
+    password_api.auth_user = "bob"
+    password_api.save()
+    stale = post(caller, "/v1/api/shop/private/async", user="alice", password="s3cret-pass")
+    assert_error(stale, 401, "requestError.unauthorized")
+
+
+def test_utf8_credentials_work(caller, password_api):
+    services.api_set_password(api=password_api, user="zoë", password="pässwörd-ünïcode")
+    # A real client sends the UTF-8 bytes; WSGI hands them over as latin-1 text.
+    latin1 = {
+        "HTTP_USER": "zoë".encode().decode("latin-1"),
+        "HTTP_PASSWORD": "pässwörd-ünïcode".encode().decode("latin-1"),
+    }
+    response = caller.post(
+        "/v1/api/shop/private/async", data="{}", content_type="application/json", **latin1
+    )
+    assert response.status_code == 202
+
+
 def test_cache_holds_no_plain_password(caller, password_api):
     post(caller, "/v1/api/shop/private/async", user="alice", password="s3cret-pass")
     cache = caches["credentials"]

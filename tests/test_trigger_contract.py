@@ -78,17 +78,27 @@ def test_json_body_is_read_whatever_the_content_type(caller, open_api):
     assert Execution.objects.get().output["body"] == {"name": "x"}
 
 
-def test_secret_headers_are_not_stored_with_the_trigger_input(caller, token_api):
+def test_only_allow_listed_headers_are_stored_and_never_credentials(caller, token_api, settings):
+    settings.IOLINKER_TRIGGER_HEADERS = settings.IOLINKER_TRIGGER_HEADERS | {"token", "x-hook"}
     caller.post(
         "/v1/api/shop/secure/async",
         data="{}",
         content_type="application/json",
-        headers={"token": token_api.plain_token, "X-Request-Id": "r-1", "Cookie": "a=b"},
+        headers={
+            "token": token_api.plain_token,
+            "X-Request-Id": "r-1",
+            "X-Hook": "push",
+            "Cookie": "a=b",
+            "X-Auth-Token": "sekrit",
+            "Api-Key": "k2",
+        },
     )
     headers = Execution.objects.get().input["headers"]
-    assert headers["x-request-id"] == "r-1"
-    assert "token" not in headers and "cookie" not in headers
-    assert token_api.plain_token not in json.dumps(Execution.objects.get().input)
+    assert headers["x-request-id"] == "r-1" and headers["x-hook"] == "push"
+    assert headers["content-type"] == "application/json"
+    assert not {"token", "cookie", "x-auth-token", "api-key"} & set(headers)
+    stored = json.dumps(Execution.objects.get().input)
+    assert token_api.plain_token not in stored and "sekrit" not in stored
 
 
 def test_each_accepted_call_gets_its_own_increasing_uid(caller, open_api):

@@ -69,6 +69,44 @@ def test_malformed_json_is_400(caller, open_api, body):
     assert not Execution.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"a": 1e400}',
+        '{"a": -1e999}',
+        '{"a": "nul \\u0000 here"}',
+        '{"nul\\u0000key": 1}',
+        '{"a": "lone \\ud800 surrogate"}',
+        '{"a": "\\udfff"}',
+    ],
+)
+def test_values_the_database_cannot_store_are_400(caller, open_api, body):
+    response = caller.post("/v1/api/shop/order/async", data=body, content_type=JSON)
+    assert_error(response, 400, "requestError.invalidParams")
+    assert not Execution.objects.exists()
+
+
+def test_escaped_surrogate_pairs_are_fine(caller, open_api):
+    body = '{"smile": "\\ud83d\\ude00"}'
+    response = caller.post("/v1/api/shop/order/async", data=body, content_type=JSON)
+    assert response.status_code == 202
+    assert Execution.objects.get().input["body"] == {"smile": "\U0001f600"}
+
+
+def test_nul_in_the_query_string_is_400(caller, echo_workflow):
+    from tests.conftest import make_api
+
+    make_api(echo_workflow, method="find", http_method="GET", auth_mode="none")
+    assert_error(caller.get("/v1/api/shop/find/async?a=%00"), 400, "requestError.invalidParams")
+    assert_error(caller.get("/v1/api/shop/find/async?%00=1"), 400, "requestError.invalidParams")
+
+
+def test_too_many_query_fields_is_400(caller, open_api):
+    query = "&".join(f"f{i}=1" for i in range(1100))
+    response = caller.post(f"/v1/api/shop/order/async?{query}", data="{}", content_type=JSON)
+    assert_error(response, 400, "requestError.badRequest")
+
+
 @pytest.mark.parametrize("body", ["[1, 2]", '"text"', "42", "null"])
 def test_json_that_is_not_an_object_is_400(caller, open_api, body):
     response = caller.post("/v1/api/shop/order/async", data=body, content_type=JSON)
@@ -135,6 +173,7 @@ def test_queue_down_with_a_non_transactional_broker_is_503_and_leaves_no_run(
     assert not Execution.objects.exists()
 
 
-def test_admin_pages_still_answer_html_errors(admin_client):
-    response = admin_client.get("/admin/workflows/execution/123/change/")
+def test_pages_outside_the_api_still_answer_html_errors(admin_client):
+    response = admin_client.get("/admin/no-such-page/")
+    assert response.status_code == 404
     assert response["Content-Type"].startswith("text/html")

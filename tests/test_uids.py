@@ -43,7 +43,8 @@ def test_uids_are_unique_across_concurrent_processes(transactional_db):
     assert len(set(uids)) == len(uids)
     instances = {result["instance"] for result in results}
     assert len(instances) == 4  # one leased instance number per process
-    assert IdLease.objects.filter(instance__in=instances).count() == 4
+    # Each process gave its number back when it exited.
+    assert not IdLease.objects.filter(instance__in=instances).exists()
     assert all(0 < uid < 2**63 for uid in uids)
 
 

@@ -1,6 +1,8 @@
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
@@ -13,16 +15,50 @@ from workflows.models import Execution
 from workflows.services import execution_start
 
 TOKEN_BYTES = 32
+# Never stored with a run, whatever IOLINKER_TRIGGER_HEADERS says.
+SECRET_HEADERS = frozenset({"token", "password", "authorization", "proxy-authorization", "cookie"})
 
 
-def _token_digest(token: str) -> str:
-    # Tokens are 256 random bits: a fast hash is safe and keeps each call cheap.
-    return hashlib.sha256(token.encode()).hexdigest()
+@dataclass(frozen=True)
+class TriggerCall:
+    """What a caller sent, whatever the transport (HTTP, an operator command)."""
+
+    headers: Mapping[str, str]
+    query: dict = field(default_factory=dict)
+    # Read only once the caller is authenticated (a body can be 1 MiB).
+    read_body: Callable[[], dict] = dict
+    # None: the API's own verb (operator commands).
+    http_method: str | None = None
+
+
+def api_call(
+    *, module: str, method: str, call: TriggerCall, authenticate: bool = True
+) -> Execution:
+    """Accept a call of an API: check it, record its run and queue it.
+
+    The one code path of HTTP triggers and `fire_api` (which skips caller
+    authentication: the operator is trusted, the enabled switch still holds).
+    """
+    api = api_get(module=module, method=method)
+    http_method = call.http_method or api.http_method
+    api_check_callable(api=api, http_method=http_method)
+    if authenticate:
+        api_authenticate(api=api, headers=call.headers)
+    trigger_input = trigger_input_build(
+        http_method=http_method,
+        body=call.read_body() if http_method == "POST" else {},
+        query=call.query,
+        headers=call.headers,
+    )
+    return execution_start(workflow=api.workflow, api=api, trigger_input=trigger_input)
 
 
 def api_get(*, module: str, method: str) -> ApiDefinition:
-    api = ApiDefinition.objects.select_related("workflow").filter(module=module, method=method)
-    api = api.first()
+    api = (
+        ApiDefinition.objects.select_related("workflow")
+        .filter(module=module, method=method)
+        .first()
+    )
     if api is None:
         raise ApiError(errors.NOT_FOUND, f"API {module}/{method} not found")
     return api
@@ -55,33 +91,67 @@ def api_check_callable(*, api: ApiDefinition, http_method: str) -> None:
         raise ApiError(errors.API_DISABLED, f"API {api} is not enabled: its workflow is disabled")
 
 
-def api_authenticate(*, api: ApiDefinition, headers) -> None:
+def api_authenticate(*, api: ApiDefinition, headers: Mapping[str, str]) -> None:
     """Check the caller's credentials (headers `token`, or `user` + `password`)."""
     if api.auth_mode == AuthMode.TOKEN:
-        token = headers.get("token", "")
+        token = _header(headers, "token")
         if not token:
             raise ApiError(errors.TOKEN_REQUIRED)
         if not api.token_hash or not hmac.compare_digest(_token_digest(token), api.token_hash):
             raise ApiError(errors.UNAUTHORIZED, "Invalid token")
     elif api.auth_mode == AuthMode.PASSWORD:
-        user, password = headers.get("user", ""), headers.get("password", "")
+        user, password = _header(headers, "user"), _header(headers, "password")
         if not user or not password:
             raise ApiError(errors.CREDENTIALS_REQUIRED)
         if not _password_ok(api, user, password):
             raise ApiError(errors.UNAUTHORIZED, "Invalid user or password")
 
 
+def trigger_input_build(
+    *, http_method: str, body: dict, query: dict, headers: Mapping[str, str]
+) -> dict:
+    """The trigger input a workflow sees. Only allow-listed headers are kept and
+    credentials never are."""
+    kept = settings.IOLINKER_TRIGGER_HEADERS
+    return {
+        "method": http_method,
+        "body": body,
+        "query": query,
+        "headers": {
+            name: value
+            for name, value in ((k.lower(), v) for k, v in headers.items())
+            if name in kept and name not in SECRET_HEADERS
+        },
+    }
+
+
+def _token_digest(token: str) -> str:
+    # Tokens are 256 random bits: a fast hash is safe and keeps each call cheap.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    """A header as text: WSGI hands over latin-1, credentials may be UTF-8."""
+    value = headers.get(name, "")
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
 def _password_ok(api: ApiDefinition, user: str, password: str) -> bool:
     """Verify user + password, remembering a success briefly.
 
     The slow password hash runs once per credential per cache period. The
-    cache key is an HMAC over the stored hash and the presented credentials,
-    so changing the password (or user) makes old entries unreachable.
+    cache key is an HMAC over the stored user and hash and the presented
+    credentials, so changing the password or the user makes old entries
+    unreachable at once.
     """
     if not api.auth_user or not api.password_hash:
         return False
-    message = "\0".join([str(api.pk), api.password_hash, user, password]).encode()
-    key = "pw:" + hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()
+    message = "\0".join([str(api.pk), api.auth_user, api.password_hash, user, password])
+    digest = hmac.new(settings.SECRET_KEY.encode(), message.encode(), hashlib.sha256).hexdigest()
+    key = "pw:" + digest
     cache = caches["credentials"]
     if cache.get(key):
         return True
@@ -91,19 +161,3 @@ def _password_ok(api: ApiDefinition, user: str, password: str) -> bool:
         cache.set(key, True)
         return True
     return False
-
-
-def trigger_input_build(*, http_method: str, body: dict, query: dict, headers: dict) -> dict:
-    """The trigger input a workflow sees; secret headers are never stored."""
-    redacted = settings.IOLINKER_REDACTED_HEADERS
-    return {
-        "method": http_method,
-        "body": body,
-        "query": query,
-        "headers": {k.lower(): v for k, v in headers.items() if k.lower() not in redacted},
-    }
-
-
-def api_trigger(*, api: ApiDefinition, trigger_input: dict) -> Execution:
-    """Accept a call of an authenticated, callable API: record and queue its run."""
-    return execution_start(workflow=api.workflow, api=api, trigger_input=trigger_input)

@@ -19,6 +19,8 @@ The execution uid is also the primary key, so a duplicate could never be
 stored silently.
 """
 
+import atexit
+import logging
 import os
 import random
 import secrets
@@ -27,7 +29,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from snowflake import MAX_INSTANCE, Snowflake, SnowflakeGenerator
 
@@ -37,6 +39,12 @@ EPOCH_MS = int(EPOCH.timestamp() * 1000)
 LEASE_TTL = timedelta(minutes=10)
 RENEW_AFTER = timedelta(minutes=2)
 _MAX_CLOCK_WAIT_S = 2.0
+
+logger = logging.getLogger(__name__)
+
+
+class UidUnavailable(RuntimeError):
+    """No uid can be issued now (no free instance number, clock went back)."""
 
 
 class _State:
@@ -68,7 +76,7 @@ def next_uid() -> int:
             now = time.monotonic()
             deadline = deadline or now + _MAX_CLOCK_WAIT_S
             if now > deadline:
-                raise RuntimeError("System clock moved backwards; refusing to issue uids")
+                raise UidUnavailable("System clock moved backwards; refusing to issue uids")
             time.sleep(0.0002)
 
 
@@ -111,6 +119,20 @@ def _hold_lease() -> None:
     _state.instance = instance
     _state.renewed_monotonic = time.monotonic()
     _state.generator = SnowflakeGenerator(instance, epoch=EPOCH_MS)
+    atexit.register(_release, pid, owner)
+
+
+def _release(pid: int, owner: str) -> None:
+    """Give the number back when this process exits normally (short-lived
+    processes such as `fire_api` would otherwise hold one for LEASE_TTL)."""
+    if os.getpid() != pid:
+        return  # a forked child inherited the hook; the number is the parent's
+    from workflows.models import IdLease
+
+    try:
+        IdLease.objects.filter(owner=owner).delete()
+    except DatabaseError:
+        logger.debug("Could not release uid lease %s", owner, exc_info=True)
 
 
 def _claim(IdLease, owner: str) -> int:  # noqa: N803 - the model class
@@ -132,7 +154,7 @@ def _claim(IdLease, owner: str) -> int:  # noqa: N803 - the model class
             used = set(IdLease.objects.values_list("instance", flat=True))
         free = [i for i in range(MAX_INSTANCE + 1) if i not in used]
         if not free:
-            raise RuntimeError("All 1024 uid instance numbers are leased by live processes")
+            raise UidUnavailable("All 1024 uid instance numbers are leased by live processes")
         # Random, not lowest: processes starting together rarely race for one number.
         instance = random.choice(free)  # noqa: S311 - not security sensitive
         try:
@@ -141,4 +163,4 @@ def _claim(IdLease, owner: str) -> int:  # noqa: N803 - the model class
             return instance
         except IntegrityError:
             continue  # another process took it first
-    raise RuntimeError("Could not lease a uid instance number")
+    raise UidUnavailable("Could not lease a uid instance number")

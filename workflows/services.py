@@ -11,7 +11,7 @@ from django_q.tasks import async_task
 from iolinker import errors
 from iolinker.errors import ApiError
 from workflows import engine
-from workflows.ids import next_uid
+from workflows.ids import UidUnavailable, next_uid
 from workflows.models import Execution, ExecutionStatus, Workflow
 
 logger = logging.getLogger(__name__)
@@ -55,8 +55,13 @@ def execution_start(*, workflow: Workflow, trigger_input: dict, api=None) -> Exe
     (a process dying in between leaves a `queued` row for a sweeper).
     """
     now = timezone.now()
+    try:
+        uid = next_uid()
+    except UidUnavailable as exc:
+        logger.error("Cannot issue an execution uid: %s", exc)
+        raise ApiError(errors.UNAVAILABLE) from exc
     execution = Execution(
-        uid=next_uid(),
+        uid=uid,
         api=api,
         workflow=workflow,
         input=trigger_input,

@@ -1,4 +1,5 @@
 import json
+import time
 
 import httpx
 
@@ -50,7 +51,7 @@ class Http(StepType):
                 httpx.Client(timeout=timeout, follow_redirects=True) as client,
                 client.stream(method, url, **kwargs) as response,
             ):
-                content = _read_limited(response)
+                content = _read_limited(response, deadline=time.monotonic() + timeout)
         except httpx.TimeoutException:
             raise StepError(f"HTTP {method} {url} timed out after {timeout:g} s") from None
         except httpx.HTTPError as exc:
@@ -65,9 +66,13 @@ class Http(StepType):
         return output
 
 
-def _read_limited(response: httpx.Response) -> bytes:
+def _read_limited(response: httpx.Response, *, deadline: float) -> bytes:
+    """The body, within MAX_RESPONSE_BYTES and the step's wall-clock timeout
+    (httpx's timeout applies to each read, so a trickling server could last forever)."""
     chunks, size = [], 0
     for chunk in response.iter_bytes():
+        if time.monotonic() > deadline:
+            raise StepError("HTTP response took longer than the step's timeout to arrive")
         size += len(chunk)
         if size > MAX_RESPONSE_BYTES:
             raise StepError(f"HTTP response is larger than {MAX_RESPONSE_BYTES} bytes")

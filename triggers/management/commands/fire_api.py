@@ -8,6 +8,7 @@ from workflows.selectors import execution_detail, execution_wait_final
 
 
 class Command(BaseCommand):
+    HEADERS = {"user-agent": "iolinker fire_api"}
     help = (
         "Fire an API as a caller would (same service as HTTP, without caller "
         "authentication) and print the execution uid; --wait prints the result."
@@ -35,22 +36,15 @@ class Command(BaseCommand):
     def handle(self, *args, module, method, payload, payload_file, debug, wait, **options):
         try:
             api = services.api_get(module=module, method=method)
-            services.api_check_callable(api=api, http_method=api.http_method)
-        except ApiError as exc:
-            raise CommandError(exc.message) from None
-        data = self._payload(api, payload, payload_file)
-        if api.http_method == "GET":
-            body, query = {}, {k: v if isinstance(v, list) else str(v) for k, v in data.items()}
-        else:
-            body, query = data, {}
-        trigger_input = services.trigger_input_build(
-            http_method=api.http_method,
-            body=body,
-            query=query,
-            headers={"user-agent": "iolinker fire_api"},
-        )
-        try:
-            execution = services.api_trigger(api=api, trigger_input=trigger_input)
+            data = self._payload(api, payload, payload_file)
+            if api.http_method == "GET":
+                query = {k: v if isinstance(v, list) else str(v) for k, v in data.items()}
+                call = services.TriggerCall(headers=self.HEADERS, query=query)
+            else:
+                call = services.TriggerCall(headers=self.HEADERS, read_body=lambda: data)
+            execution = services.api_call(
+                module=module, method=method, call=call, authenticate=False
+            )
         except ApiError as exc:
             raise CommandError(exc.message) from None
         if wait is None:

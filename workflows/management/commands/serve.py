@@ -9,6 +9,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from iolinker.env import env_int, env_str
+
 
 class Command(BaseCommand):
     help = (
@@ -17,18 +19,20 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--host", default=env_str("HOST", "127.0.0.1"))
+        parser.add_argument(
+            "--port", type=int, default=env_int("PORT", 8000, minimum=1, maximum=65535)
+        )
         parser.add_argument(
             "--web-workers",
             type=int,
-            default=int(os.environ.get("WEB_WORKERS", os.cpu_count() or 1)),
+            default=env_int("WEB_WORKERS", os.cpu_count() or 1, minimum=1),
             help="Web server processes (default: one per core)",
         )
         parser.add_argument(
             "--threads",
             type=int,
-            default=int(os.environ.get("WEB_THREADS", 8)),
+            default=env_int("WEB_THREADS", 8, minimum=1),
             help="Request threads per web process (default 8)",
         )
         parser.add_argument("--no-qcluster", action="store_true", help="Run the web server only")
