@@ -21,6 +21,7 @@ def _fresh_process_state():
     # and verified credentials this process remembered.
     ids.reset()
     caches["credentials"].clear()
+    trigger_services.api_cache_clear()
 
 
 def needs_service(reason: str | None):

@@ -100,12 +100,12 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Enable selected APIs")
     def enable_apis(self, request, queryset):
-        count = queryset.update(enabled=True)
+        count = services.api_set_enabled(apis=queryset, enabled=True)
         self.message_user(request, f"Enabled {count} API(s).", messages.SUCCESS)
 
     @admin.action(description="Disable selected APIs")
     def disable_apis(self, request, queryset):
-        count = queryset.update(enabled=False)
+        count = services.api_set_enabled(apis=queryset, enabled=False)
         self.message_user(request, f"Disabled {count} API(s).", messages.SUCCESS)
 
     @admin.action(description="Rotate the token of selected token-auth APIs")

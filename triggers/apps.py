@@ -4,3 +4,15 @@ from django.apps import AppConfig
 class TriggersConfig(AppConfig):
     name = "triggers"
     verbose_name = "APIs"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save
+
+        from triggers.models import ApiDefinition
+        from triggers.services import api_cache_clear
+        from workflows.models import Workflow
+
+        # Cached API definitions (triggers/services.py) must not outlive a change.
+        for model in (ApiDefinition, Workflow):
+            post_save.connect(api_cache_clear, sender=model, dispatch_uid=f"api-cache-{model}")
+            post_delete.connect(api_cache_clear, sender=model, dispatch_uid=f"api-del-{model}")

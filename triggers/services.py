@@ -1,6 +1,7 @@
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -53,12 +54,38 @@ def api_call(
     return execution_start(workflow=api.workflow, api=api, trigger_input=trigger_input)
 
 
+class _ApiCache:
+    """API definitions by (module, method), this process only.
+
+    Saves and deletes in this process clear it at once (signals, see apps.py);
+    changes made by other processes are seen within IOLINKER_API_CACHE_SECONDS.
+    Misses are cached too, so unknown names cost no query per request.
+    """
+
+    entries: dict[tuple[str, str], tuple[float, ApiDefinition | None]] = {}
+    max_entries = 10_000
+
+    @classmethod
+    def clear(cls) -> None:
+        cls.entries = {}
+
+
 def api_get(*, module: str, method: str) -> ApiDefinition:
-    api = (
-        ApiDefinition.objects.select_related("workflow")
-        .filter(module=module, method=method)
-        .first()
-    )
+    key, now = (module, method), time.monotonic()
+    entry = _ApiCache.entries.get(key)
+    if entry is not None and entry[0] > now:
+        api = entry[1]
+    else:
+        api = (
+            ApiDefinition.objects.select_related("workflow")
+            .filter(module=module, method=method)
+            .first()
+        )
+        ttl = settings.IOLINKER_API_CACHE_SECONDS
+        if ttl:
+            if len(_ApiCache.entries) >= _ApiCache.max_entries:
+                _ApiCache.clear()
+            _ApiCache.entries[key] = (now + ttl, api)
     if api is None:
         raise ApiError(errors.NOT_FOUND, f"API {module}/{method} not found")
     return api
@@ -70,6 +97,17 @@ def api_set_token(*, api: ApiDefinition) -> str:
     api.token_hash = _token_digest(token)
     api.save(update_fields=["token_hash", "updated_at"])
     return token
+
+
+def api_set_enabled(*, apis, enabled: bool) -> int:
+    """Switch APIs on or off (a queryset); returns how many."""
+    count = apis.update(enabled=enabled)
+    _ApiCache.clear()
+    return count
+
+
+def api_cache_clear(**kwargs) -> None:
+    _ApiCache.clear()
 
 
 def api_set_password(*, api: ApiDefinition, user: str, password: str) -> None:

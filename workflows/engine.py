@@ -1,7 +1,14 @@
-"""Runs a workflow's steps in order, recording a StepRun as each one finishes."""
+"""Runs a workflow's steps in order.
+
+The engine itself does no I/O on our database: it hands each finished step's
+record to ``record`` (the caller decides when to write them, see
+services.execution_run_batch) and returns the run's outcome.
+"""
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.utils import timezone
 
@@ -12,8 +19,11 @@ from workflows.steps import StepContext, StepError
 logger = logging.getLogger(__name__)
 
 
-class RunFailed(Exception):
-    """A step failed and the run stops; the message names the step."""
+@dataclass
+class Outcome:
+    succeeded: bool
+    output: object = None
+    error: str = ""
 
 
 def expression_names(trigger_input: dict) -> dict:
@@ -28,12 +38,11 @@ def expression_names(trigger_input: dict) -> dict:
     }
 
 
-def run_steps(execution: Execution, workflow_steps: list[Step]):
-    """Run the steps; return the workflow output or raise RunFailed.
-
-    The output is the value of the last ``output`` step run, else the last
-    step's output (None for a workflow without steps).
-    """
+def run_steps(
+    execution: Execution, workflow_steps: list[Step], record: Callable[[StepRun], None]
+) -> Outcome:
+    """Run the steps; the output is the value of the last ``output`` step run,
+    else the last step's output (None for a workflow without steps)."""
     data = expression_names(execution.input)
     output, has_output, last = None, False, None
     for step in workflow_steps:
@@ -50,25 +59,27 @@ def run_steps(execution: Execution, workflow_steps: list[Step]):
         except Exception as exc:
             logger.exception("Step %s of execution %s crashed", step.key, execution.uid)
             error = f"{type(exc).__name__}: {exc}"
-        StepRun.objects.create(
-            execution=execution,
-            step=step,
-            position=step.position,
-            key=step.key,
-            type=step.type,
-            status=StepRunStatus.FAILED if error else StepRunStatus.SUCCEEDED,
-            input=resolved,
-            output=result,
-            error=error,
-            logs="\n".join(ctx.logs),
-            started_at=started_at,
-            finished_at=timezone.now(),
-            duration_ms=round((time.perf_counter() - t0) * 1000),
+        record(
+            StepRun(
+                execution=execution,
+                step=step,
+                position=step.position,
+                key=step.key,
+                type=step.type,
+                status=StepRunStatus.FAILED if error else StepRunStatus.SUCCEEDED,
+                input=resolved,
+                output=result,
+                error=error,
+                logs="\n".join(ctx.logs),
+                started_at=started_at,
+                finished_at=timezone.now(),
+                duration_ms=round((time.perf_counter() - t0) * 1000),
+            )
         )
         if error:
-            raise RunFailed(f"Step {step.key!r} ({step.type}) failed: {error}")
+            return Outcome(False, error=f"Step {step.key!r} ({step.type}) failed: {error}")
         data["steps"][step.key] = result
         last = result
         if step_type.sets_output:
             output, has_output = result, True
-    return output if has_output else last
+    return Outcome(True, output=output if has_output else last)

@@ -1,10 +1,10 @@
 import logging
 import os
+import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -12,27 +12,40 @@ from iolinker import errors
 from iolinker.errors import ApiError
 from workflows import engine
 from workflows.ids import UidUnavailable, next_uid
-from workflows.models import Execution, ExecutionStatus, Workflow
+from workflows.intake import GroupCommit
+from workflows.models import Execution, ExecutionStatus, Step, StepRun, Workflow
 
 logger = logging.getLogger(__name__)
 
-RUN_TASK = "workflows.tasks.run_execution"
+RUN_TASK = "workflows.tasks.run_executions"
+# A batch task hands back the runs it has not started after this share of the
+# django-q2 timeout, so the task itself is never killed for running long.
+BATCH_TIME_BUDGET = 0.5
+# Runs claimed at once: sized so a chunk takes about this long (fast runs are
+# claimed and recorded many at a time, slow ones one by one).
+CHUNK_SECONDS = 0.25
+MAX_CHUNK = 32
+# A run going longer than this has its finished steps written as it goes.
+STREAM_AFTER_S = 1.0
 
 
-class _Broker:
-    """One django-q2 broker per process, made after fork (a Redis broker opens a
-    connection per instance; making one per enqueue costs 2.5x)."""
+class _PerProcess:
+    """Made after fork: one django-q2 broker (a Redis broker opens a connection
+    per instance) and one group-commit intake per process."""
 
     pid: int | None = None
     broker = None
+    intake: GroupCommit | None = None
 
 
-def _broker():
-    if _Broker.pid != os.getpid():
+def _process() -> type[_PerProcess]:
+    if _PerProcess.pid != os.getpid():
         from django_q.brokers import get_broker
 
-        _Broker.broker, _Broker.pid = get_broker(), os.getpid()
-    return _Broker.broker
+        _PerProcess.broker = get_broker()
+        _PerProcess.intake = GroupCommit(_commit_batch)
+        _PerProcess.pid = os.getpid()
+    return _PerProcess
 
 
 def _queue_is_transactional() -> bool:
@@ -42,17 +55,19 @@ def _queue_is_transactional() -> bool:
     return bool(Conf.ORM)
 
 
-def execution_enqueue(*, uid: int) -> None:
-    async_task(RUN_TASK, uid, task_name=str(uid), broker=_broker())
+def execution_enqueue(*, uids: list[int]) -> None:
+    """One queue message for a list of runs (a worker runs them in order)."""
+    async_task(RUN_TASK, uids, task_name=f"{uids[0]}+{len(uids) - 1}", broker=_process().broker)
 
 
 def execution_start(*, workflow: Workflow, trigger_input: dict, api=None) -> Execution:
     """Record a queued run and queue it; return only once both are durable.
 
-    ORM broker: the execution row and the queue message commit in one
-    transaction. Redis broker: the row commits first, then the message is
-    pushed; if the push fails the row is removed and the caller gets a 503
-    (a process dying in between leaves a `queued` row for a sweeper).
+    Concurrent calls in a process are committed together (workflows/intake.py).
+    ORM broker: the runs and their queue message commit in one transaction.
+    Redis broker: the runs commit first, then the message is pushed; if the push
+    fails the runs are removed and the callers get a 503 (a process dying in
+    between leaves `queued` rows, which the sweeper pushes again).
     """
     now = timezone.now()
     try:
@@ -68,48 +83,141 @@ def execution_start(*, workflow: Workflow, trigger_input: dict, api=None) -> Exe
         created_at=now,
         queued_at=now,
     )
+    _process().intake.submit(execution)
+    return execution
+
+
+def _commit_batch(executions: list[Execution]) -> None:
+    uids = [e.uid for e in executions]
     if _queue_is_transactional():
         with transaction.atomic():
-            execution.save(force_insert=True)
-            execution_enqueue(uid=execution.uid)
-        return execution
-    execution.save(force_insert=True)
+            Execution.objects.bulk_create(executions)
+            execution_enqueue(uids=uids)
+        return
+    Execution.objects.bulk_create(executions)
     try:
-        execution_enqueue(uid=execution.uid)
+        execution_enqueue(uids=uids)
     except Exception as exc:
-        logger.error("Could not queue execution %s: %s", execution.uid, exc)
-        Execution.objects.filter(uid=execution.uid).delete()
+        logger.error("Could not queue executions %s: %s", uids, exc)
+        Execution.objects.filter(uid__in=uids).delete()
         raise ApiError(errors.UNAVAILABLE, "The run queue is unavailable, try again later") from exc
-    return execution
 
 
 def execution_run(*, uid: int) -> Execution | None:
-    """Claim a queued execution and run it; None when someone else claimed it.
+    """Claim and run one queued execution; None when someone else claimed it."""
+    if execution_run_batch(uids=[uid]):
+        return Execution.objects.get(uid=uid)
+    return None
 
-    The conditional UPDATE makes a redelivered or duplicated task a no-op.
+
+def execution_run_batch(*, uids: list[int]) -> list[int]:
+    """Run the queued executions among ``uids``, claiming a few at a time.
+
+    Each claim is a conditional UPDATE ... RETURNING: a run already claimed
+    (a redelivered or duplicated message) is skipped, so no run happens twice.
+    Results of fast runs are written together, one transaction per chunk.
+    Returns the uids it ran.
     """
-    claimed = Execution.objects.filter(uid=uid, status=ExecutionStatus.QUEUED).update(
-        status=ExecutionStatus.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
-    )
-    if not claimed:
-        logger.info("Execution %s is not queued (already claimed or gone); skipping", uid)
-        return None
-    execution = Execution.objects.select_related("workflow").get(uid=uid)
+    budget_end = time.monotonic() + settings.IOLINKER_RUN_TIMEOUT * BATCH_TIME_BUDGET
+    steps_of: dict[int, list[Step]] = {}
+    pending, chunk_size, ran = list(uids), 1, []
+    while pending:
+        if time.monotonic() > budget_end:
+            logger.info("Batch over its time budget; re-queueing %s runs", len(pending))
+            execution_enqueue(uids=pending)
+            break
+        chunk, pending = pending[:chunk_size], pending[chunk_size:]
+        started = time.monotonic()
+        claimed = _claim(chunk)
+        if claimed:
+            _run_chunk(claimed, steps_of)
+            ran += claimed
+            per_run = (time.monotonic() - started) / len(claimed)
+            chunk_size = max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(per_run, 1e-4))))
+    return ran
+
+
+def _claim(uids: list[int]) -> list[int]:
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    table = connection.ops.quote_name(Execution._meta.db_table)
+    marks = ", ".join(["%s"] * len(uids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET status = %s, started_at = %s, attempts = attempts + 1 "  # noqa: S608
+            f"WHERE uid IN ({marks}) AND status = %s RETURNING uid",
+            [ExecutionStatus.RUNNING, now, *uids, ExecutionStatus.QUEUED],
+        )
+        claimed = {row[0] for row in cursor.fetchall()}
+    skipped = len(uids) - len(claimed)
+    if skipped:
+        logger.info("%s execution(s) not queued (already claimed or gone); skipped", skipped)
+    return [uid for uid in uids if uid in claimed]
+
+
+def _run_chunk(claimed: list[int], steps_of: dict[int, list[Step]]) -> None:
+    executions = Execution.objects.in_bulk(claimed)
+    step_runs: list[StepRun] = []
+    finished: list[Execution] = []
+    started: set[int] = set()
     try:
-        output = engine.run_steps(execution, list(execution.workflow.steps.all()))
-    except engine.RunFailed as exc:
-        execution.mark_failed(str(exc))
+        for uid in claimed:
+            execution = executions[uid]
+            started.add(uid)
+            if execution.workflow_id not in steps_of:
+                steps_of[execution.workflow_id] = list(
+                    Step.objects.filter(workflow_id=execution.workflow_id)
+                )
+            _run_one(execution, steps_of[execution.workflow_id], step_runs)
+            finished.append(execution)
     except BaseException as exc:
-        # Also django-q2's TimeoutException (a SystemExit) and KeyboardInterrupt:
-        # record the end of the run, then let the worker go down as it wanted.
-        if isinstance(exc, SystemExit | KeyboardInterrupt):
-            execution.mark_failed(f"The run was stopped by its worker: {exc}")
-            raise
-        logger.exception("Execution %s crashed", uid)
-        execution.mark_failed(f"Internal error: {type(exc).__name__}: {exc}")
-    else:
-        execution.mark_succeeded(output)
-    return execution
+        # django-q2's TimeoutException (a SystemExit), KeyboardInterrupt, a bug:
+        # record what finished, fail the interrupted run, hand back the rest.
+        for uid in started:
+            execution = executions[uid]
+            if execution not in finished:
+                logger.error("Execution %s interrupted: %r", uid, exc)
+                _finish(execution, False, None, f"The run was stopped by its worker: {exc!r}")
+                finished.append(execution)
+        _save(finished, step_runs)
+        unstarted = [uid for uid in claimed if uid not in started]
+        if unstarted:
+            Execution.objects.filter(uid__in=unstarted).update(
+                status=ExecutionStatus.QUEUED, started_at=None
+            )
+            execution_enqueue(uids=unstarted)
+        raise
+    _save(finished, step_runs)
+
+
+def _run_one(execution: Execution, steps: list[Step], step_runs: list[StepRun]) -> None:
+    t0 = time.monotonic()
+    own: list[StepRun] = []
+
+    def record(step_run: StepRun) -> None:
+        own.append(step_run)
+        if time.monotonic() - t0 > STREAM_AFTER_S:
+            # A long run: make its progress visible now rather than at the end.
+            StepRun.objects.bulk_create(own)
+            own.clear()
+
+    outcome = engine.run_steps(execution, steps, record)
+    step_runs.extend(own)
+    _finish(execution, outcome.succeeded, outcome.output, outcome.error)
+
+
+def _finish(execution: Execution, succeeded: bool, output, error: str) -> None:
+    execution.status = ExecutionStatus.SUCCEEDED if succeeded else ExecutionStatus.FAILED
+    execution.output = output
+    execution.error = error
+    execution.finished_at = timezone.now()
+
+
+def _save(finished: list[Execution], step_runs: list[StepRun]) -> None:
+    if not finished and not step_runs:
+        return
+    with transaction.atomic():
+        StepRun.objects.bulk_create(step_runs)
+        Execution.objects.bulk_update(finished, ["status", "output", "error", "finished_at"])
 
 
 def execution_recover_stale() -> dict[str, int]:
@@ -136,12 +244,13 @@ def execution_recover_stale() -> dict[str, int]:
     if not _queue_is_transactional():
         cutoff = now - timedelta(seconds=settings.IOLINKER_REQUEUE_AFTER)
         stale = Execution.objects.filter(status=ExecutionStatus.QUEUED, queued_at__lt=cutoff)
-        for uid in stale.values_list("uid", flat=True)[:5000]:
-            if Execution.objects.filter(uid=uid, status=ExecutionStatus.QUEUED).update(
-                queued_at=now
-            ):
-                execution_enqueue(uid=uid)
-                requeued += 1
+        uids = list(stale.values_list("uid", flat=True)[:5000])
+        if uids:
+            # Only those still queued when we mark them (another sweeper may race us).
+            marked = Execution.objects.filter(uid__in=uids, status=ExecutionStatus.QUEUED)
+            requeued = marked.update(queued_at=now)
+            if requeued:
+                execution_enqueue(uids=uids)
     if failed or requeued:
         logger.warning("Recovered stale executions: %s failed, %s re-queued", failed, requeued)
     return {"failed": failed, "requeued": requeued}

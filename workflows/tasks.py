@@ -1,10 +1,10 @@
-"""django-q2 task entry points: take an id, let the service re-fetch the row."""
+"""django-q2 task entry points: take ids, let the services re-fetch the rows."""
 
-from workflows.services import execution_recover_stale, execution_run
+from workflows.services import execution_recover_stale, execution_run_batch
 
 
-def run_execution(uid: int) -> None:
-    execution_run(uid=uid)
+def run_executions(uids: list[int]) -> None:
+    execution_run_batch(uids=uids)
 
 
 def recover_stale_executions() -> dict[str, int]:
