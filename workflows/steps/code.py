@@ -1,36 +1,81 @@
 import contextlib
 import ctypes
-import json
 import math
 import os
+import select
 import signal
 import subprocess
 import sys
-import tempfile
+import threading
 from pathlib import Path
 
+from workflows.steps import _zygote
 from workflows.steps.base import StepError, StepType, register
 
-_RUNNER = str(Path(__file__).with_name("_code_runner.py"))
-# What the child sees of the environment: nothing of the platform's settings.
+_ZYGOTE = str(Path(__file__).with_name("_zygote.py"))
+# What the sandbox sees of the environment: nothing of the platform's settings.
 _CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/nonexistent"}
 DEFAULT_TIMEOUT_S = 10
 MAX_TIMEOUT_S = 300
 DEFAULT_MEMORY_MB = 256
-NOBODY = 65534
 PR_SET_DUMPABLE = 4
+# Extra wait for the zygote's answer beyond the step timeout before giving up on it.
+_ANSWER_GRACE_S = 5
 
 
-class _Process:
-    hardened_pid: int | None = None
+class _Sandbox:
+    """This worker process's fork server (workflows/steps/_zygote.py), kept warm.
 
+    One request at a time; a zygote that misbehaves (no answer, broken pipe,
+    interrupted mid-request) is killed and a new one started on next use.
+    """
 
-def _harden_parent() -> None:
-    """Make this worker non-dumpable, once: a same-user child then cannot read
-    /proc/<worker>/environ or its memory (where DATABASE_URL and secrets live)."""
-    if _Process.hardened_pid != os.getpid():
-        ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-        _Process.hardened_pid = os.getpid()
+    lock = threading.Lock()
+    pid: int | None = None
+    proc: subprocess.Popen | None = None
+
+    @classmethod
+    def call(cls, request: dict) -> dict:
+        with cls.lock:
+            proc = cls._ensure()
+            try:
+                _zygote.write_frame(proc.stdin, request)
+                if not select.select([proc.stdout], [], [], request["timeout"] + _ANSWER_GRACE_S)[
+                    0
+                ]:
+                    raise TimeoutError("the sandbox did not answer")
+                answer = _zygote.read_frame(proc.stdout)
+                if answer is None:
+                    raise EOFError("the sandbox closed its pipe")
+                return answer
+            except BaseException:
+                cls._discard()
+                raise
+
+    @classmethod
+    def _ensure(cls) -> subprocess.Popen:
+        if cls.pid != os.getpid() or cls.proc is None or cls.proc.poll() is not None:
+            # Non-dumpable: a same-user sandbox cannot read this worker's
+            # /proc/<pid>/environ or memory (where DATABASE_URL and secrets live).
+            ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+            cls.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", _ZYGOTE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=_CHILD_ENV,
+                cwd="/",
+                start_new_session=True,
+            )
+            cls.pid = os.getpid()
+        return cls.proc
+
+    @classmethod
+    def _discard(cls) -> None:
+        if cls.proc is not None and cls.pid == os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(cls.proc.pid, signal.SIGKILL)
+            cls.proc.wait()
+        cls.proc = None
 
 
 @register
@@ -75,65 +120,21 @@ class Code(StepType):
         request = {
             "code": resolved["code"],
             "data": resolved["input"],
+            "timeout": timeout,
             "memory_bytes": resolved.get("memory_mb", DEFAULT_MEMORY_MB) * 1024 * 1024,
             "cpu_seconds": math.ceil(timeout) + 1,
         }
-        _harden_parent()
-        with tempfile.TemporaryDirectory(prefix="iolinker-code-") as workdir:
-            if os.geteuid() == 0:
-                os.chown(workdir, NOBODY, NOBODY)  # the runner drops to `nobody`
-            stdout, stderr, returncode = _communicate(
-                [sys.executable, "-I", "-S", _RUNNER],
-                json.dumps(request).encode(),
-                cwd=workdir,
-                timeout=timeout,
-            )
-        lines = stdout.decode(errors="replace").strip().splitlines()
         try:
-            result = json.loads(lines[-1])
-        except (IndexError, ValueError):
-            stderr = stderr.decode(errors="replace").strip()[-2000:]
-            reason = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
-            if returncode == -signal.SIGXCPU or returncode == -signal.SIGKILL:
-                reason += ", CPU time limit"
-            raise StepError(
-                f"Code step process ended without a result ({reason})"
-                + (f": {stderr}" if stderr else "")
-            ) from None
+            result = _Sandbox.call(request)
+        except (OSError, TimeoutError, EOFError, ValueError) as exc:
+            raise StepError(f"The code sandbox failed: {exc}") from None
+        if result.get("timeout"):
+            raise StepError(f"Code step timed out after {timeout:g} s")
         if result.get("logs"):
             ctx.logs.append(result["logs"])
         if not result["ok"]:
             raise StepError(result["error"])
         return result["output"]
-
-
-def _communicate(cmd: list[str], stdin: bytes, *, cwd: str, timeout: float):
-    """Run the sandbox process; on timeout (or any interruption, e.g. the run's
-    own timeout) kill its whole process group."""
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=_CHILD_ENV,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(stdin, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        raise StepError(f"Code step timed out after {timeout:g} s") from None
-    except BaseException:
-        _kill_group(proc)
-        raise
-    return stdout, stderr, proc.returncode
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
 
 
 def _indent(code: str) -> str:
