@@ -60,12 +60,20 @@ def env_list(
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def database_from_url(url: str, *, conn_max_age: int) -> dict:
-    """Django DATABASES entry for a ``postgres://`` or ``sqlite:///`` URL."""
+def database_from_url(
+    url: str, *, conn_max_age: int, health_checks: bool = False, pool_size: int = 0
+) -> dict:
+    """Django DATABASES entry for a ``postgres://`` or ``sqlite:///`` URL.
+
+    With ``pool_size`` PostgreSQL connections come from a psycopg pool of at most
+    that many per process, whatever the number of request threads.
+    """
     import dj_database_url
 
     try:
-        config = dj_database_url.parse(url, conn_max_age=conn_max_age, conn_health_checks=True)
+        config = dj_database_url.parse(
+            url, conn_max_age=conn_max_age, conn_health_checks=health_checks
+        )
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
     engine = config.get("ENGINE", "")
@@ -75,6 +83,13 @@ def database_from_url(url: str, *, conn_max_age: int) -> dict:
         raise ImproperlyConfigured(
             f"DATABASE_URL must name PostgreSQL or SQLite, got engine {engine!r}"
         )
+    if pool_size:
+        config["CONN_MAX_AGE"] = 0  # the pool keeps connections; Django returns them
+        config.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": pool_size,
+            "timeout": 10,
+        }
     return config
 
 

@@ -74,9 +74,24 @@ TEMPLATES = [
 
 # --- Database -----------------------------------------------------------------
 CONN_MAX_AGE = env_int("CONN_MAX_AGE", 600, minimum=0)
+# Off by default: a check costs a round trip per request. Without it, a connection
+# broken by a database restart fails one request (503) and is then replaced.
+CONN_HEALTH_CHECKS = env_bool("CONN_HEALTH_CHECKS", False)
+# PostgreSQL: a pool of this many connections per process (0 = one kept connection
+# per thread). `serve` gives its web processes a pool (their many request threads
+# need few connections); queue workers fork, so they never get one (a pool's
+# sockets would be shared by the forked processes).
+DB_POOL_SIZE = env_int("DB_POOL_SIZE", 0, minimum=0)
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": database_from_url(DATABASE_URL, conn_max_age=CONN_MAX_AGE)}
+    DATABASES = {
+        "default": database_from_url(
+            DATABASE_URL,
+            conn_max_age=CONN_MAX_AGE,
+            health_checks=CONN_HEALTH_CHECKS,
+            pool_size=DB_POOL_SIZE,
+        )
+    }
 else:
     DATABASES = {"default": sqlite_database(str(VAR_DIR / "iolinker.sqlite3"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -43,7 +43,7 @@ def test_database_urls_select_postgresql_or_tuned_sqlite():
         5432,
         "postgres",
     )
-    assert pg["CONN_MAX_AGE"] == 600 and pg["CONN_HEALTH_CHECKS"] is True
+    assert pg["CONN_MAX_AGE"] == 600 and pg["CONN_HEALTH_CHECKS"] is False
     lite = database_from_url("sqlite:////tmp/x.sqlite3", conn_max_age=0)
     assert lite["NAME"] == "/tmp/x.sqlite3"
     assert lite["OPTIONS"]["transaction_mode"] == "IMMEDIATE"

@@ -32,8 +32,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--threads",
             type=int,
-            default=env_int("WEB_THREADS", 8, minimum=1),
-            help="Request threads per web process (default 8)",
+            default=env_int("WEB_THREADS", 32, minimum=1),
+            help="Request threads per web process (default 32: concurrent triggers share commits)",
         )
         parser.add_argument("--no-qcluster", action="store_true", help="Run the web server only")
 
@@ -65,11 +65,18 @@ class Command(BaseCommand):
                 "iolinker.wsgi:application",
             ]
         }
+        envs = {
+            "web": {**os.environ, "DB_POOL_SIZE": env_str("WEB_DB_POOL_SIZE", "8")},
+            "qcluster": {**os.environ, "DB_POOL_SIZE": "0"},
+        }
         if not no_qcluster:
             commands["qcluster"] = [sys.executable, manage, "qcluster"]
         # Each child leads its own process group: a terminal's Ctrl-C reaches only this
         # command, which stops the children in order, then clears their groups.
-        procs = {name: subprocess.Popen(cmd, process_group=0) for name, cmd in commands.items()}
+        procs = {
+            name: subprocess.Popen(cmd, process_group=0, env=envs[name])
+            for name, cmd in commands.items()
+        }
         self.stdout.write(
             f"iolinker on http://{host}:{port}/ (admin: /admin/) — "
             f"{', '.join(procs)} started; Ctrl-C stops."
