@@ -73,3 +73,13 @@ def bench_stats() -> dict:
             "start_p99_ms": _percentile(starts, 0.99),
         }
     return stats
+
+
+def bench_missing(path: str) -> int:
+    """How many of the uids callers were answered with are not stored."""
+    import json
+    from pathlib import Path
+
+    answered = {int(uid) for uid in json.loads(Path(path).read_text())}
+    stored = set(Execution.objects.filter(uid__in=answered).values_list("uid", flat=True))
+    return len(answered - stored)

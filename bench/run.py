@@ -13,8 +13,9 @@ measures with wrk (Debian package `wrk`):
    (workers stopped, so they do not share the two cores); req/s, p50/p99
    latency, non-2xx count; then checks that every accepted uid is a queued
    execution with a queue message.
-2. end to end: web + workers; --n triggers as fast as wrk sends them, then
-   waits until every execution is final; runs/s from the first trigger to the
+2. end to end: web + workers; --n triggers sent by 16 keep-alive client threads
+   (each uid answered is checked to be stored), then waits until every
+   execution is final; runs/s from the first trigger to the
    last finish, trigger-to-start p50/p99. Then a paced phase at --paced-rate
    triggers/s (below saturation) for trigger-to-start latency.
 3. RSS of each web and worker process, idle and under load (max sampled).
@@ -99,7 +100,10 @@ class Server:
         """Web and worker process ids (children of `serve`'s children)."""
         kinds: dict[str, list[int]] = {"web": [], "worker": []}
         for pid in descendants(self.proc.pid):
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue  # gone meanwhile (e.g. a code step's sandbox)
             if "granian" in cmd:
                 kinds["web"].append(pid)
             elif "qcluster" in cmd:
@@ -220,6 +224,12 @@ from bench.fixture import bench_clear
 bench_clear()
 """
 
+MISSING = """
+import json
+from bench.fixture import bench_missing
+print(json.dumps(bench_missing({path!r})))
+"""
+
 STATS = """
 import json
 from bench.fixture import bench_stats
@@ -230,9 +240,9 @@ print(json.dumps(bench_stats()))
 # --- load ------------------------------------------------------------------------
 
 
-def wrk(port: int, token: str, *, duration: float, connections: int, max_requests: int = 0) -> dict:
+def wrk(port: int, token: str, *, duration: float, connections: int) -> dict:
     threads = min(2, connections)
-    env = dict(os.environ, BENCH_TOKEN=token, BENCH_MAX_REQUESTS=str(max_requests // threads))
+    env = dict(os.environ, BENCH_TOKEN=token)
     cmd = [
         "wrk",
         f"-t{threads}",
@@ -268,6 +278,47 @@ def parse_wrk(out: str) -> dict:
         "non_2xx": int(non2xx[1]) if non2xx else 0,
         "socket_errors": sum(map(int, errors.groups())) if errors else 0,
     }
+
+
+def fire(port: int, token: str, *, n: int, connections: int = 16) -> dict:
+    """Send exactly n triggers over keep-alive connections; collect the uids."""
+    import http.client
+
+    body = json.dumps({"name": "e2e", "items": [1, 2, 3]}).encode()
+    headers = {"token": token, "Content-Type": "application/json"}
+    uids: list[str] = []
+    failures: list[str] = []
+    counter = iter(range(n))
+    lock = threading.Lock()
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while True:
+            with lock:
+                if next(counter, None) is None:
+                    break
+            try:
+                conn.request("POST", "/v1/api/bench/reference/async", body, headers)
+                response = conn.getresponse()
+                payload = response.read()
+                if response.status == 202:
+                    uids.append(json.loads(payload)["response"]["uid"])
+                else:
+                    failures.append(f"{response.status} {payload[:200]!r}")
+            except OSError as exc:
+                failures.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.close()
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    return {"uids": uids, "failures": failures, "rps": n / elapsed}
 
 
 def paced(port: int, token: str, *, rate: float, seconds: float) -> int:
@@ -340,10 +391,19 @@ def bench_backend(backend: str, args) -> dict:
     try:
         result["rss_mb"]["worker_idle"] = rss_snapshot(server)["worker"]
         with RssSampler(server) as sampler:
-            load = wrk(port, token, duration=600, connections=32, max_requests=args.n)
+            load = fire(port, token, n=args.n)
             stats = wait_all_final(env, args.e2e_timeout)
         result["rss_mb"]["worker_load"] = sampler.max["worker"]
-        result["end_to_end"] = {"triggers": load["requests"], "trigger_rps": load["rps"]} | stats
+        uid_file = workdir / "answered-uids.json"
+        uid_file.write_text(json.dumps(load["uids"]))
+        missing = json.loads(django_shell(env, MISSING.format(path=str(uid_file))))
+        result["end_to_end"] = {
+            "triggers": len(load["uids"]),
+            "refused": len(load["failures"]),
+            "refusals": load["failures"][:5],
+            "answered_uids_missing": missing,
+            "trigger_rps": load["rps"],
+        } | stats
         print(
             f"[{backend}] e2e: {stats['total']} runs, {stats['succeeded']} succeeded, "
             f"{stats['runs_per_s']:.0f} runs/s, start p50 {stats['start_p50_ms']:.0f} ms "
