@@ -4,7 +4,8 @@ from django_q.brokers import get_broker
 
 from triggers.models import ApiDefinition, AuthMode
 from triggers.services import api_set_token
-from workflows.models import Execution, ExecutionStatus, Step, StepRun, Workflow
+from workflows.models import Execution, ExecutionStatus, StepRun
+from workflows.services import workflow_create
 
 REFERENCE_STEPS = [
     (
@@ -26,11 +27,7 @@ REFERENCE_STEPS = [
 
 def bench_setup() -> str:
     """The reference workflow behind a token-auth POST API; returns the token."""
-    workflow = Workflow.objects.create(name="reference")
-    for position, (key, step_type, config) in enumerate(REFERENCE_STEPS, start=1):
-        step = Step(workflow=workflow, position=position, key=key, type=step_type, config=config)
-        step.full_clean()
-        step.save()
+    workflow = workflow_create(name="reference", steps=REFERENCE_STEPS)
     api = ApiDefinition.objects.create(
         module="bench", method="reference", auth_mode=AuthMode.TOKEN, workflow=workflow
     )

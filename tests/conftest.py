@@ -6,7 +6,8 @@ from tests.helpers import REQUIRE_SERVICES, queue_is_redis
 from triggers import services as trigger_services
 from triggers.models import ApiDefinition, AuthMode
 from workflows import ids
-from workflows.models import Step, Workflow
+from workflows.models import Workflow
+from workflows.services import workflow_create
 
 
 @pytest.fixture(autouse=True)
@@ -33,13 +34,8 @@ def needs_service(reason: str | None):
     pytest.skip(reason)
 
 
-def make_workflow(name: str = "wf", steps=(), **kwargs) -> Workflow:
-    workflow = Workflow.objects.create(name=name, **kwargs)
-    for position, (key, step_type, config) in enumerate(steps, start=1):
-        step = Step(workflow=workflow, position=position, key=key, type=step_type, config=config)
-        step.full_clean()
-        step.save()
-    return workflow
+def make_workflow(name: str = "wf", steps=()) -> Workflow:
+    return workflow_create(name=name, steps=list(steps))
 
 
 ECHO_STEPS = [

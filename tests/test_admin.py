@@ -148,3 +148,31 @@ def test_admin_requires_login(client):
 
 def test_root_redirects_to_the_admin(client):
     assert client.get("/")["Location"] == "/admin/"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/admin/workflows/execution/", "/admin/triggers/apidefinition/", "/admin/workflows/workflow/"],
+)
+def test_list_pages_cost_the_same_queries_for_5_or_40_rows(admin_client, open_api, url):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.conftest import make_api, make_workflow
+    from triggers.services import TriggerCall, api_call
+
+    def add_rows(count):
+        for _ in range(count):
+            workflow = make_workflow(f"wf-{Workflow.objects.count()}")
+            make_api(workflow, method=f"m{workflow.pk}", auth_mode="none")
+            api_call(module="shop", method="order", call=TriggerCall(headers={}))
+
+    def queries():
+        with CaptureQueriesContext(connection) as ctx:
+            assert admin_client.get(url).status_code == 200
+        return len(ctx.captured_queries)
+
+    add_rows(5)
+    few = queries()
+    add_rows(35)
+    assert queries() == few  # no query per row (select_related / prefetch)

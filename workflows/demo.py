@@ -3,7 +3,8 @@
 from django.db import transaction
 
 from triggers.models import ApiDefinition, AuthMode, HttpMethod
-from workflows.models import Step, Workflow
+from workflows.models import Workflow
+from workflows.services import workflow_create
 
 DEMO_WORKFLOW = "demo-hello"
 DEMO_STEPS = [
@@ -39,17 +40,11 @@ def demo_load() -> bool:
     """Create the demo workflow and API unless present; True when created."""
     if ApiDefinition.objects.filter(module="demo", method="hello").exists():
         return False
-    workflow, created = Workflow.objects.get_or_create(
+    workflow = Workflow.objects.filter(name=DEMO_WORKFLOW).first() or workflow_create(
         name=DEMO_WORKFLOW,
-        defaults={"description": "Greets the `name` from the request body (transform → code)."},
+        steps=DEMO_STEPS,
+        description="Greets the `name` from the request body (transform → code).",
     )
-    if created:
-        for position, (key, step_type, config) in enumerate(DEMO_STEPS, start=1):
-            step = Step(
-                workflow=workflow, position=position, key=key, type=step_type, config=config
-            )
-            step.full_clean()
-            step.save()
     ApiDefinition.objects.create(
         module="demo",
         method="hello",

@@ -48,6 +48,21 @@ def _process() -> type[_PerProcess]:
     return _PerProcess
 
 
+def workflow_create(
+    *, name: str, steps: list[tuple[str, str, dict]], description: str = ""
+) -> Workflow:
+    """A workflow with its steps (key, type, config) in order, each validated."""
+    with transaction.atomic():
+        workflow = Workflow.objects.create(name=name, description=description)
+        for position, (key, step_type, config) in enumerate(steps, start=1):
+            step = Step(
+                workflow=workflow, position=position, key=key, type=step_type, config=config
+            )
+            step.full_clean()
+            step.save()
+    return workflow
+
+
 def _release_pooled_connection() -> None:
     """A thread about to wait for another thread's commit gives its pooled
     connection back first: threads holding every connection of the pool while
