@@ -130,8 +130,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # --- HTTP trigger -------------------------------------------------------------
 # Public base URL used to print full API URLs (admin, `list_apis`).
 IOLINKER_BASE_URL = env_str("IOLINKER_BASE_URL", "http://localhost:8000").rstrip("/")
-# How long another process's change of an API (token, enabled, ...) may take to
-# reach this one; changes made in this process apply at once.
+# How long another process's change of an API (token, enabled, ...) or of a
+# workflow's steps may take to reach this one (API changes made in the same
+# process apply at once).
 IOLINKER_API_CACHE_SECONDS = env_int("IOLINKER_API_CACHE_SECONDS", 2, minimum=0)
 IOLINKER_MAX_BODY_BYTES = env_int("IOLINKER_MAX_BODY_BYTES", 1024 * 1024, minimum=1)
 # Request headers kept in a run's trigger input (credentials never are).
@@ -175,6 +176,8 @@ Q_CLUSTER = {
     # its own success rows costs ~10x worker throughput (STACK-NOTES).
     "save_limit": -1,
     "poll": 0.1,
+    # Messages the pusher takes per broker round trip (each carries a batch of runs).
+    "bulk": env_int("IOLINKER_QUEUE_BULK", 16, minimum=1),
     "catch_up": False,
     "label": "Queue",
 }

@@ -23,6 +23,9 @@ def _fresh_process_state():
     ids.reset()
     caches["credentials"].clear()
     trigger_services.api_cache_clear()
+    from workflows.services import _PerProcess
+
+    _PerProcess.steps.clear()
 
 
 def needs_service(reason: str | None):

@@ -36,6 +36,10 @@ class _PerProcess:
     pid: int | None = None
     broker = None
     intake: GroupCommit | None = None
+    # Worker side: the chunk size that last took about CHUNK_SECONDS, and the steps
+    # of recently run workflows (expiry, steps), kept IOLINKER_API_CACHE_SECONDS.
+    chunk_size = 1
+    steps: dict[int, tuple[float, list[Step]]] = {}
 
 
 def _process() -> type[_PerProcess]:
@@ -142,43 +146,57 @@ def execution_run_batch(*, uids: list[int]) -> list[int]:
     Returns the uids it ran.
     """
     budget_end = time.monotonic() + settings.IOLINKER_RUN_TIMEOUT * BATCH_TIME_BUDGET
-    steps_of: dict[int, list[Step]] = {}
-    pending, chunk_size, ran = list(uids), 1, []
+    state = _process()
+    pending, ran = list(uids), []
     while pending:
         if time.monotonic() > budget_end:
             logger.info("Batch over its time budget; re-queueing %s runs", len(pending))
             execution_enqueue(uids=pending)
             break
-        chunk, pending = pending[:chunk_size], pending[chunk_size:]
+        chunk, pending = pending[: state.chunk_size], pending[state.chunk_size :]
         started = time.monotonic()
-        claimed = _claim(chunk)
-        if claimed:
-            _run_chunk(claimed, steps_of)
-            ran += claimed
-            per_run = (time.monotonic() - started) / len(claimed)
-            chunk_size = max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(per_run, 1e-4))))
+        executions = _claim(chunk)
+        if executions:
+            _run_chunk(executions)
+            ran += list(executions)
+            per_run = (time.monotonic() - started) / len(executions)
+            state.chunk_size = max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(per_run, 1e-4))))
     return ran
 
 
-def _claim(uids: list[int]) -> list[int]:
+def _claim(uids: list[int]) -> dict[int, Execution]:
+    """Claim the still-queued runs among ``uids`` and load them, in one statement."""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     table = connection.ops.quote_name(Execution._meta.db_table)
     marks = ", ".join(["%s"] * len(uids))
-    with connection.cursor() as cursor:
-        cursor.execute(
+    claimed = {
+        execution.uid: execution
+        for execution in Execution.objects.raw(
             f"UPDATE {table} SET status = %s, started_at = %s, attempts = attempts + 1 "  # noqa: S608
-            f"WHERE uid IN ({marks}) AND status = %s RETURNING uid",
+            f"WHERE uid IN ({marks}) AND status = %s RETURNING *",
             [ExecutionStatus.RUNNING, now, *uids, ExecutionStatus.QUEUED],
         )
-        claimed = {row[0] for row in cursor.fetchall()}
+    }
     skipped = len(uids) - len(claimed)
     if skipped:
         logger.info("%s execution(s) not queued (already claimed or gone); skipped", skipped)
-    return [uid for uid in uids if uid in claimed]
+    return {uid: claimed[uid] for uid in uids if uid in claimed}
 
 
-def _run_chunk(claimed: list[int], steps_of: dict[int, list[Step]]) -> None:
-    executions = Execution.objects.in_bulk(claimed)
+def _workflow_steps(workflow_id: int) -> list[Step]:
+    state, now = _process(), time.monotonic()
+    cached = state.steps.get(workflow_id)
+    if cached is None or cached[0] <= now:
+        cached = (
+            now + settings.IOLINKER_API_CACHE_SECONDS,
+            list(Step.objects.filter(workflow_id=workflow_id)),
+        )
+        state.steps[workflow_id] = cached
+    return cached[1]
+
+
+def _run_chunk(executions: dict[int, Execution]) -> None:
+    claimed = list(executions)
     step_runs: list[StepRun] = []
     finished: list[Execution] = []
     started: set[int] = set()
@@ -186,11 +204,7 @@ def _run_chunk(claimed: list[int], steps_of: dict[int, list[Step]]) -> None:
         for uid in claimed:
             execution = executions[uid]
             started.add(uid)
-            if execution.workflow_id not in steps_of:
-                steps_of[execution.workflow_id] = list(
-                    Step.objects.filter(workflow_id=execution.workflow_id)
-                )
-            _run_one(execution, steps_of[execution.workflow_id], step_runs)
+            _run_one(execution, _workflow_steps(execution.workflow_id), step_runs)
             finished.append(execution)
     except BaseException as exc:
         # django-q2's TimeoutException (a SystemExit), KeyboardInterrupt, a bug:
