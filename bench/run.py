@@ -257,6 +257,9 @@ def wrk(port: int, token: str, *, duration: float, connections: int) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed: {done.stdout}\n{done.stderr}")
     out = done.stdout
+    # Requests in flight when wrk stopped are still answered (and committed) by the
+    # server: let them land before anything counts or clears the table.
+    time.sleep(1.5)
     return parse_wrk(out) | {"command": " ".join(cmd)}
 
 
