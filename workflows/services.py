@@ -312,7 +312,12 @@ def execution_recover_stale() -> dict[str, int]:
             marked = Execution.objects.filter(uid__in=uids, status=ExecutionStatus.QUEUED)
             requeued = marked.update(queued_at=now)
             if requeued:
-                execution_enqueue(uids=uids)
+                # Push only the runs this sweep marked, not ones claimed meanwhile.
+                mine = Execution.objects.filter(
+                    uid__in=uids, status=ExecutionStatus.QUEUED, queued_at=now
+                )
+                if mine_uids := list(mine.values_list("uid", flat=True)):
+                    execution_enqueue(uids=mine_uids)
     if failed or requeued:
         logger.warning("Recovered stale executions: %s failed, %s re-queued", failed, requeued)
     return {"failed": failed, "requeued": requeued}
