@@ -28,15 +28,54 @@ def _dumps(payload: dict) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def ok_body(payload: dict) -> bytes:
+    return _dumps({"response": payload})
+
+
 def ok(payload: dict, *, status: int = 200, headers: dict | None = None) -> HttpResponse:
-    return HttpResponse(
-        _dumps({"response": payload}), status=status, content_type=_JSON, headers=headers
-    )
+    return HttpResponse(ok_body(payload), status=status, content_type=_JSON, headers=headers)
 
 
 def error(spec: ErrorSpec, message: str | None = None, *, headers=None) -> HttpResponse:
-    body = {"response": {"error": {"code": spec.code, "message": message or spec.message}}}
-    return HttpResponse(_dumps(body), status=spec.status, content_type=_JSON, headers=headers)
+    return HttpResponse(
+        error_body(spec, message), status=spec.status, content_type=_JSON, headers=headers
+    )
+
+
+# Sent with every public API response, whichever path answered it (the Django
+# views get them from SecurityMiddleware and XFrameOptionsMiddleware; the WSGI
+# trigger path in iolinker/wsgi.py adds them itself).
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "same-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+)
+
+
+def error_parts(exc: Exception, *, method: str, path: str) -> tuple[ErrorSpec, str | None, dict]:
+    """The one mapping from an exception raised while serving an API call to
+    (error spec, message, extra headers); unexpected ones are logged."""
+    if isinstance(exc, ApiError):
+        return exc.spec, exc.message, exc.headers
+    if isinstance(exc, RequestDataTooBig):
+        return errors.PAYLOAD_TOO_LARGE, None, {}
+    if isinstance(exc, SuspiciousOperation):  # e.g. too many query fields
+        return errors.BAD_REQUEST, f"Bad request: {exc}", {}
+    if isinstance(exc, DataError):
+        # A value the database refuses (the request checks should catch them first).
+        logger.warning("Database refused a value on %s", path, exc_info=exc)
+        return errors.INVALID_PARAMS, "The request contains a value that cannot be stored", {}
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is down or unreachable: nothing was accepted, retry later.
+        logger.error("Database unavailable on %s %s", method, path, exc_info=exc)
+        return errors.UNAVAILABLE, None, {}
+    logger.error("Unhandled error on %s %s", method, path, exc_info=exc)
+    return errors.INTERNAL, None, {}
+
+
+def error_body(spec: ErrorSpec, message: str | None = None) -> bytes:
+    return _dumps({"response": {"error": {"code": spec.code, "message": message or spec.message}}})
 
 
 def api_endpoint(view):
@@ -46,25 +85,9 @@ def api_endpoint(view):
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         try:
             return view(request, *args, **kwargs)
-        except ApiError as exc:
-            return error(exc.spec, exc.message, headers=exc.headers)
-        except RequestDataTooBig:
-            return error(errors.PAYLOAD_TOO_LARGE)
-        except SuspiciousOperation as exc:  # e.g. too many query fields
-            return error(errors.BAD_REQUEST, f"Bad request: {exc}")
-        except DataError:
-            # A value the database refuses (the checks above should catch them first).
-            logger.warning("Database refused a value on %s", request.path, exc_info=True)
-            return error(
-                errors.INVALID_PARAMS, "The request contains a value that cannot be stored"
-            )
-        except (OperationalError, InterfaceError):
-            # The database is down or unreachable: nothing was accepted, retry later.
-            logger.exception("Database unavailable on %s %s", request.method, request.path)
-            return error(errors.UNAVAILABLE)
-        except Exception:
-            logger.exception("Unhandled error on %s %s", request.method, request.path)
-            return error(errors.INTERNAL)
+        except Exception as exc:
+            spec, message, headers = error_parts(exc, method=request.method, path=request.path)
+            return error(spec, message, headers=headers)
 
     wrapper.csrf_exempt = True  # callers authenticate by header, never by cookie
     return wrapper

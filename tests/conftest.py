@@ -2,7 +2,7 @@ import pytest
 from django.core.cache import caches
 from django.test import Client
 
-from tests.helpers import REQUIRE_SERVICES, queue_is_redis
+from tests.helpers import REQUIRE_SERVICES, WsgiClient, queue_is_redis
 from triggers import services as trigger_services
 from triggers.models import ApiDefinition, AuthMode
 from workflows import ids
@@ -84,6 +84,8 @@ def password_api(echo_workflow):
     return api
 
 
-@pytest.fixture
-def caller():
-    return Client()
+@pytest.fixture(params=["wsgi", "django"])
+def caller(request):
+    """A client of the public API: through the production WSGI application (whose
+    trigger path skips Django's handler) and through Django's own handler."""
+    return WsgiClient() if request.param == "wsgi" else Client()

@@ -11,7 +11,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from django.db import connection
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections, connection
+from django.http import HttpResponse
+from django.test import RequestFactory
 from django.utils.module_loading import import_string
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -170,3 +173,47 @@ def redis_url_or_reason() -> tuple[str | None, str]:
     except Exception as exc:  # noqa: BLE001
         return None, f"Redis is not reachable at {url}: {exc}"
     return url, ""
+
+
+class WsgiClient:
+    """Sends requests to the production WSGI application (iolinker.wsgi), in this
+    process, built by Django's RequestFactory: the test Client's requests, minus
+    Django's handler (which the trigger path skips in production)."""
+
+    VERBS = {"get", "post", "put", "patch", "delete", "head", "options", "generic"}
+
+    def __init__(self):
+        self._factory = RequestFactory()
+
+    def __getattr__(self, verb: str):
+        if verb not in self.VERBS:
+            raise AttributeError(verb)
+        build = getattr(self._factory, verb)
+        return lambda *args, **kwargs: self.send(build(*args, **kwargs).environ)
+
+    def send(self, environ: dict) -> HttpResponse:
+        from iolinker.wsgi import application
+
+        started = {}
+
+        def start_response(status, headers, exc_info=None):
+            started.update(status=int(status.split()[0]), headers=headers)
+
+        # Like Django's test Client: the test's transaction must outlive the request.
+        request_started.disconnect(close_old_connections)
+        request_finished.disconnect(close_old_connections)
+        try:
+            chunks = application(environ, start_response)
+            try:
+                content = b"".join(chunks)
+            finally:
+                if hasattr(chunks, "close"):
+                    chunks.close()
+        finally:
+            request_started.connect(close_old_connections)
+            request_finished.connect(close_old_connections)
+        response = HttpResponse(content, status=started["status"])
+        for name, value in started["headers"]:
+            response[name] = value
+        response.json = lambda: json.loads(response.content)
+        return response

@@ -12,8 +12,7 @@ from django.core.cache import caches
 from iolinker import errors
 from iolinker.errors import ApiError
 from triggers.models import ApiDefinition, AuthMode
-from workflows.models import Execution
-from workflows.services import execution_start
+from workflows.services import execution_queue
 
 TOKEN_BYTES = 32
 # Never stored with a run, whatever IOLINKER_TRIGGER_HEADERS says.
@@ -32,10 +31,8 @@ class TriggerCall:
     http_method: str | None = None
 
 
-def api_call(
-    *, module: str, method: str, call: TriggerCall, authenticate: bool = True
-) -> Execution:
-    """Accept a call of an API: check it, record its run and queue it.
+def api_call(*, module: str, method: str, call: TriggerCall, authenticate: bool = True) -> int:
+    """Accept a call of an API: check it, record its run and queue it; the run's uid.
 
     The one code path of HTTP triggers and `fire_api` (which skips caller
     authentication: the operator is trusted, the enabled switch still holds).
@@ -51,7 +48,7 @@ def api_call(
         query=call.query,
         headers=call.headers,
     )
-    return execution_start(workflow=api.workflow, api=api, trigger_input=trigger_input)
+    return execution_queue(workflow_id=api.workflow_id, api_id=api.pk, trigger_input=trigger_input)
 
 
 class _ApiCache:

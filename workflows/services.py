@@ -1,11 +1,16 @@
+import json
 import logging
 import os
+import threading
 import time
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from django_q.brokers.orm import ORM
+from django_q.models import OrmQ
 from django_q.tasks import async_task
 
 from iolinker import errors
@@ -35,6 +40,7 @@ class _PerProcess:
 
     pid: int | None = None
     broker = None
+    capture: "_MessageCapture | None" = None
     intake: GroupCommit | None = None
     # Worker side: the chunk size that last took about CHUNK_SECONDS, and the steps
     # of recently run workflows (expiry, steps), kept IOLINKER_API_CACHE_SECONDS.
@@ -47,6 +53,7 @@ def _process() -> type[_PerProcess]:
         from django_q.brokers import get_broker
 
         _PerProcess.broker = get_broker()
+        _PerProcess.capture = _MessageCapture() if _queue_is_transactional() else None
         _PerProcess.intake = GroupCommit(_commit_batch, before_wait=_release_pooled_connection)
         _PerProcess.pid = os.getpid()
     return _PerProcess
@@ -82,52 +89,154 @@ def _queue_is_transactional() -> bool:
     return bool(Conf.ORM)
 
 
-def execution_enqueue(*, uids: list[int]) -> None:
+def execution_enqueue(*, uids: list[int], broker=None) -> None:
     """One queue message for a list of runs (a worker runs them in order)."""
-    async_task(RUN_TASK, uids, task_name=f"{uids[0]}+{len(uids) - 1}", broker=_process().broker)
+    async_task(
+        RUN_TASK, uids, task_name=f"{uids[0]}+{len(uids) - 1}", broker=broker or _process().broker
+    )
 
 
 def execution_start(*, workflow: Workflow, trigger_input: dict, api=None) -> Execution:
-    """Record a queued run and queue it; return only once both are durable.
+    """Record a queued run and queue it (see execution_queue); the run, in memory."""
+    now = timezone.now()
+    uid = execution_queue(
+        workflow_id=workflow.pk, api_id=api.pk if api else None, trigger_input=trigger_input
+    )
+    return Execution(
+        uid=uid, api=api, workflow=workflow, input=trigger_input, created_at=now, queued_at=now
+    )
+
+
+@dataclass(slots=True)
+class _NewRun:
+    """A run to write (a model instance costs ~25 µs to build on the trigger path)."""
+
+    uid: int
+    workflow_id: int
+    api_id: int | None
+    input: dict
+    at: datetime
+
+
+def execution_queue(*, workflow_id: int, api_id: int | None, trigger_input: dict) -> int:
+    """Record a queued run and queue it; return its uid only once both are durable.
 
     Concurrent calls in a process are committed together (workflows/intake.py).
-    ORM broker: the runs and their queue message commit in one transaction.
+    ORM broker: the runs and their queue message commit in one statement (one
+    transaction on SQLite).
     Redis broker: the runs commit first, then the message is pushed; if the push
     fails the runs are removed and the callers get a 503 (a process dying in
     between leaves `queued` rows, which the sweeper pushes again).
     """
-    now = timezone.now()
     try:
         uid = next_uid()
     except UidUnavailable as exc:
         logger.error("Cannot issue an execution uid: %s", exc)
         raise ApiError(errors.UNAVAILABLE) from exc
-    execution = Execution(
-        uid=uid,
-        api=api,
-        workflow=workflow,
-        input=trigger_input,
-        created_at=now,
-        queued_at=now,
-    )
-    _process().intake.submit(execution)
-    return execution
+    _process().intake.submit(_NewRun(uid, workflow_id, api_id, trigger_input, timezone.now()))
+    return uid
 
 
-def _commit_batch(executions: list[Execution]) -> None:
-    uids = [e.uid for e in executions]
-    if _queue_is_transactional():
-        with transaction.atomic():
-            Execution.objects.bulk_create(executions)
+def _commit_batch(runs: list[_NewRun]) -> None:
+    uids = [run.uid for run in runs]
+    if not _queue_is_transactional():
+        _insert_queued(runs)
+        try:
             execution_enqueue(uids=uids)
+        except Exception as exc:
+            logger.error("Could not queue executions %s: %s", uids, exc)
+            Execution.objects.filter(uid__in=uids).delete()
+            raise ApiError(
+                errors.UNAVAILABLE, "The run queue is unavailable, try again later"
+            ) from exc
+    elif _one_statement():
+        # django-q2 builds and signs the message; we write it with the runs.
+        capture = _process().capture
+        execution_enqueue(uids=uids, broker=capture)
+        _insert_queued(runs, message=(capture.list_key, capture.take(), timezone.now()))
+    else:
+        with transaction.atomic():
+            _insert_queued(runs)
+            execution_enqueue(uids=uids)
+
+
+def _one_statement() -> bool:
+    """PostgreSQL with django-q2's queue table in the same database: runs and their
+    message go in one statement, atomic without BEGIN/COMMIT round trips."""
+    from django_q.conf import Conf
+
+    return connection.vendor == "postgresql" and connection.alias == Conf.ORM
+
+
+class _MessageCapture(ORM):
+    """django-q2's ORM broker, except that ``enqueue`` keeps the signed message
+    (per thread) instead of saving it, so that the trigger path can write it in
+    the statement that writes the runs it carries."""
+
+    def __init__(self):
+        super().__init__()
+        self._local = threading.local()
+
+    def enqueue(self, task: str) -> None:
+        self._local.payload = task
+
+    def take(self) -> str:
+        payload, self._local.payload = self._local.payload, None
+        return payload
+
+
+def _insert_queued(runs: list[_NewRun], *, message: tuple | None = None) -> None:
+    """Write new queued runs in one INSERT, and with ``message`` (key, payload,
+    lock) django-q2's queue row in the same statement.
+
+    On PostgreSQL: plain SQL with server-side parameters, in one round trip. The
+    ORM's bulk_create (client-side binding, UNNEST arrays of quoted JSON text)
+    cost about 4x the web process CPU per run (measured 105 vs 26 µs per row),
+    and each round trip costs ~150 µs of CPU on our VMs (BEGIN and COMMIT are two).
+    """
+    if connection.vendor != "postgresql":
+        Execution.objects.bulk_create(
+            Execution(
+                uid=run.uid,
+                workflow_id=run.workflow_id,
+                api_id=run.api_id,
+                input=run.input,
+                created_at=run.at,
+                queued_at=run.at,
+            )
+            for run in runs
+        )
         return
-    Execution.objects.bulk_create(executions)
-    try:
-        execution_enqueue(uids=uids)
-    except Exception as exc:
-        logger.error("Could not queue executions %s: %s", uids, exc)
-        Execution.objects.filter(uid__in=uids).delete()
-        raise ApiError(errors.UNAVAILABLE, "The run queue is unavailable, try again later") from exc
+    import psycopg
+
+    table = connection.ops.quote_name(Execution._meta.db_table)
+    row = "(%s, %s, %s, 'queued', %s::jsonb, NULL, '', 0, %s, %s, NULL, NULL)"
+    sql = (
+        f"INSERT INTO {table} (uid, api_id, workflow_id, status, input, output, error, "  # noqa: S608
+        f"attempts, created_at, queued_at, started_at, finished_at) VALUES "
+        + ", ".join([row] * len(runs))
+    )
+    params = []
+    for run in runs:
+        params += (run.uid, run.api_id, run.workflow_id, _json(run.input), run.at, run.at)
+    if message is not None:
+        # A data-modifying CTE always runs to completion, in the statement's
+        # transaction: both rows are written, or neither.
+        queue = connection.ops.quote_name(OrmQ._meta.db_table)
+        sql = f"WITH runs AS ({sql}) INSERT INTO {queue} (key, payload, lock) VALUES (%s, %s, %s)"  # noqa: S608
+        params += message
+    connection.ensure_connection()
+    # Django's cursor wrapper around a server-side binding cursor: Django's error
+    # classes, query logging (assertNumQueries) and execute wrappers still apply.
+    raw = psycopg.Cursor(connection.connection)
+    wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
+    with wrap(raw) as cursor:
+        cursor.execute(sql, params)
+
+
+def _json(value) -> str:
+    # As JSONField stores it (json.dumps, no custom encoder).
+    return json.dumps(value)
 
 
 def execution_run(*, uid: int) -> Execution | None:

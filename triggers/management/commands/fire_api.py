@@ -42,15 +42,13 @@ class Command(BaseCommand):
                 call = services.TriggerCall(headers=self.HEADERS, query=query)
             else:
                 call = services.TriggerCall(headers=self.HEADERS, read_body=lambda: data)
-            execution = services.api_call(
-                module=module, method=method, call=call, authenticate=False
-            )
+            uid = services.api_call(module=module, method=method, call=call, authenticate=False)
         except ApiError as exc:
             raise CommandError(exc.message) from None
         if wait is None:
-            self.stdout.write(str(execution.uid))
+            self.stdout.write(str(uid))
             return
-        execution = execution_wait_final(uid=execution.uid, timeout=wait)
+        execution = execution_wait_final(uid=uid, timeout=wait)
         detail = execution_detail(uid=execution.uid)
         self.stdout.write(json.dumps(detail, indent=2, ensure_ascii=False))
         if execution.status != "succeeded":
