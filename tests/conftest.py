@@ -5,13 +5,16 @@ from django.test import Client
 from tests.helpers import REQUIRE_SERVICES, WsgiClient, queue_is_redis
 from triggers import services as trigger_services
 from triggers.models import ApiDefinition, AuthMode
-from workflows import ids
+from workflows import ids, intake
 from workflows.models import Workflow
 from workflows.services import workflow_create
 
 
 @pytest.fixture(autouse=True)
-def _fresh_process_state():
+def _fresh_process_state(monkeypatch):
+    # The committer thread closes its connection as soon as it has nothing to
+    # write, so none is left open when the test database is dropped.
+    monkeypatch.setattr(intake, "IDLE_SECONDS", 0)
     if queue_is_redis():
         # Unlike the ORM broker's table, a Redis queue is not rolled back between tests.
         from django_q.brokers import get_broker

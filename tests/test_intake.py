@@ -64,10 +64,41 @@ def test_a_failed_batch_fails_every_submission_in_it_and_the_next_batch_proceeds
     assert calls[-1] == ["b"]
 
 
-def test_a_lone_submission_is_committed_by_its_own_thread():
+def test_submissions_are_written_by_the_committer_thread_unless_inline():
     threads = []
     GroupCommit(lambda items: threads.append(threading.get_ident())).submit(1)
+    assert threads and threads != [threading.get_ident()]
+    # Inside a transaction (inline) the caller writes its own run, in that transaction.
+    threads.clear()
+    GroupCommit(lambda items: threads.append(threading.get_ident()), inline=lambda: True).submit(2)
     assert threads == [threading.get_ident()]
+
+
+def test_the_committer_gives_its_connection_back_when_idle(monkeypatch):
+    import workflows.intake as intake_module
+
+    monkeypatch.setattr(intake_module, "IDLE_SECONDS", 0.05)
+    idle = threading.Event()
+    intake = GroupCommit(lambda items: None, when_idle=idle.set)
+    intake.submit(1)
+    assert idle.wait(2)
+
+
+def test_a_trigger_inside_a_transaction_commits_or_rolls_back_with_it(caller, open_api):
+    from django.db import transaction
+
+    class Abort(Exception):
+        pass
+
+    def trigger():
+        caller.post("/v1/api/shop/order/async", data="{}", content_type="application/json")
+
+    trigger()  # leases this process's uid number (its own durable transaction)
+    with pytest.raises(Abort), transaction.atomic():
+        trigger()
+        assert Execution.objects.count() == 2
+        raise Abort
+    assert Execution.objects.count() == 1
 
 
 @pytest.mark.django_db(transaction=True)

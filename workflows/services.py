@@ -54,7 +54,12 @@ def _process() -> type[_PerProcess]:
 
         _PerProcess.broker = get_broker()
         _PerProcess.capture = _MessageCapture() if _queue_is_transactional() else None
-        _PerProcess.intake = GroupCommit(_commit_batch, before_wait=_release_pooled_connection)
+        _PerProcess.intake = GroupCommit(
+            _commit_batch,
+            inline=lambda: connection.in_atomic_block,
+            before_wait=_release_pooled_connection,
+            when_idle=_release_idle_connection,
+        )
         _PerProcess.pid = os.getpid()
     return _PerProcess
 
@@ -80,6 +85,12 @@ def _release_pooled_connection() -> None:
     waiting for a leader that needs one would deadlock."""
     if getattr(connection, "pool", None) is not None and not connection.in_atomic_block:
         connection.close()
+
+
+def _release_idle_connection() -> None:
+    """The committer thread, with nothing to write for a while, gives its
+    connection back (to the pool, or closes it; reopened on next use)."""
+    connection.close()
 
 
 def _queue_is_transactional() -> bool:
