@@ -177,6 +177,60 @@ def test_code_steps_reuse_a_warm_sandbox_and_survive_its_loss():
     assert _Sandbox.proc is not zygote and _Sandbox.proc.poll() is None
 
 
+def run_each(steps, bodies) -> list[Execution]:
+    """One run per body, of one workflow, drained one after another."""
+    workflow = make_workflow(f"wf-{Workflow.objects.count()}", steps)
+    executions = [
+        execution_start(workflow=workflow, trigger_input={"body": body, "headers": {}})
+        for body in bodies
+    ]
+    assert drain_queue() == len(bodies)
+    for execution in executions:
+        execution.refresh_from_db()
+    return executions
+
+
+def test_runs_of_a_code_step_share_a_sandbox_child_but_not_its_namespace_or_files():
+    code = (
+        "import os\n"
+        "global scratch\n"
+        "found = {'files': sorted(os.listdir('.')), 'leaked': 'scratch' in globals()}\n"
+        "scratch = data['body']['n']\n"
+        "open('mine.txt', 'w').write('x')\n"
+        "return {**found, 'pid': os.getpid()}"
+    )
+    runs = run_each([("c", "code", {"code": code})], [{"n": n} for n in range(3)])
+    assert [r.status for r in runs] == [ExecutionStatus.SUCCEEDED] * 3, runs[0].error
+    assert [r.output["files"] for r in runs] == [[], [], []]
+    assert [r.output["leaked"] for r in runs] == [False, False, False]
+    assert len({r.output["pid"] for r in runs}) == 1  # one child served all three
+
+
+def test_different_code_steps_never_share_a_sandbox_child():
+    pid = {"code": "import os\nreturn os.getpid()"}
+    other = {"code": "import os\nreturn os.getpid()  # another step"}
+    (execution,) = run_each([("a", "code", pid), ("b", "code", other)], [{}])
+    steps = {s.key: s.output for s in execution.step_runs.all()}
+    assert steps["a"] != steps["b"]
+
+
+def test_a_code_step_that_times_out_or_crashes_does_not_break_later_runs():
+    code = (
+        "import os\n"
+        "if data['body'].get('hang'):\n"
+        "    while True:\n"
+        "        pass\n"
+        "if data['body'].get('crash'):\n"
+        "    os._exit(3)\n"
+        "return 'ok'"
+    )
+    bodies = [{}, {"hang": True}, {}, {"crash": True}, {}]
+    runs = run_each([("c", "code", {"code": code, "timeout": 0.5})], bodies)
+    assert [r.status for r in runs] == ["succeeded", "failed", "succeeded", "failed", "succeeded"]
+    assert "timed out after 0.5 s" in runs[1].error
+    assert "exit code 3" in runs[3].error
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to `nobody` needs the worker to be root")
 def test_code_step_cannot_read_the_platform_files(settings):
     secret_file = settings.VAR_DIR / "secret_key"

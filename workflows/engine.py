@@ -47,7 +47,9 @@ def run_steps(
     output, has_output, last = None, False, None
     for step in workflow_steps:
         step_type = step_library.get(step.type)
-        ctx = StepContext(data=data, execution_uid=execution.uid, step_key=step.key)
+        ctx = StepContext(
+            data=data, execution_uid=execution.uid, step_key=step.key, step_id=step.pk
+        )
         started_at, t0 = timezone.now(), time.perf_counter()
         resolved = result = None
         error = ""

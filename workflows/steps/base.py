@@ -28,6 +28,7 @@ class StepContext:
     execution_uid: int
     step_key: str
     logs: list[str] = field(default_factory=list)
+    step_id: int | None = None  # the Step row (None for a step not saved)
 
     def render(self, value):
         try:

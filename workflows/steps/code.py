@@ -1,5 +1,7 @@
 import contextlib
 import ctypes
+import hashlib
+import json
 import math
 import os
 import select
@@ -123,6 +125,8 @@ class Code(StepType):
             "timeout": timeout,
             "memory_bytes": resolved.get("memory_mb", DEFAULT_MEMORY_MB) * 1024 * 1024,
             "cpu_seconds": math.ceil(timeout) + 1,
+            # Runs of this step (same code and limits) share a sandbox child in turn.
+            "session": _session_key(ctx, resolved),
         }
         try:
             result = _Sandbox.call(request)
@@ -135,6 +139,13 @@ class Code(StepType):
         if not result["ok"]:
             raise StepError(result["error"])
         return result["output"]
+
+
+def _session_key(ctx, resolved: dict) -> str:
+    identity = json.dumps(
+        [ctx.step_id, resolved["code"], resolved.get("timeout"), resolved.get("memory_mb")]
+    )
+    return hashlib.sha256(identity.encode()).hexdigest()
 
 
 def _indent(code: str) -> str:
