@@ -257,25 +257,35 @@ def execution_run(*, uid: int) -> Execution | None:
     return None
 
 
-def execution_run_batch(*, uids: list[int]) -> list[int]:
+def execution_run_batch(*, uids: list[int], steal: bool = False) -> list[int]:
     """Run the queued executions among ``uids``, claiming a few at a time.
 
     Each claim is a conditional UPDATE ... RETURNING: a run already claimed
-    (a redelivered or duplicated message) is skipped, so no run happens twice.
-    Results of fast runs are written together, one transaction per chunk.
+    (a redelivered or duplicated message, or a run another worker took) is
+    skipped, so no run happens twice. Results of fast runs are written together,
+    one transaction per chunk. With ``steal``, the worker then goes on with the
+    oldest queued runs of any message while there are some (their own messages
+    find them claimed and cost one query): runs are claimed in chunks as large as
+    suits them even when each message carries only a run or two.
     Returns the uids it ran.
     """
     budget_end = time.monotonic() + settings.IOLINKER_RUN_TIMEOUT * BATCH_TIME_BUDGET
     state = _process()
     pending, ran = list(uids), []
-    while pending:
+    while pending or steal:
         if time.monotonic() > budget_end:
-            logger.info("Batch over its time budget; re-queueing %s runs", len(pending))
-            execution_enqueue(uids=pending)
+            if pending:
+                logger.info("Batch over its time budget; re-queueing %s runs", len(pending))
+                execution_enqueue(uids=pending)
             break
-        chunk, pending = pending[: state.chunk_size], pending[state.chunk_size :]
         started = time.monotonic()
-        executions = _claim(chunk)
+        if pending:
+            chunk, pending = pending[: state.chunk_size], pending[state.chunk_size :]
+            executions = _claim(chunk)
+        else:
+            executions = _claim_oldest(state.chunk_size)
+            if not executions:
+                break
         if executions:
             _run_chunk(executions)
             ran += list(executions)
@@ -286,21 +296,39 @@ def execution_run_batch(*, uids: list[int]) -> list[int]:
 
 def _claim(uids: list[int]) -> dict[int, Execution]:
     """Claim the still-queued runs among ``uids`` and load them, in one statement."""
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    table = connection.ops.quote_name(Execution._meta.db_table)
     marks = ", ".join(["%s"] * len(uids))
-    claimed = {
-        execution.uid: execution
-        for execution in Execution.objects.raw(
-            f"UPDATE {table} SET status = %s, started_at = %s, attempts = attempts + 1 "  # noqa: S608
-            f"WHERE uid IN ({marks}) AND status = %s RETURNING *",
-            [ExecutionStatus.RUNNING, now, *uids, ExecutionStatus.QUEUED],
-        )
-    }
+    claimed = _claim_where(f"uid IN ({marks})", uids)
     skipped = len(uids) - len(claimed)
     if skipped:
         logger.info("%s execution(s) not queued (already claimed or gone); skipped", skipped)
     return {uid: claimed[uid] for uid in uids if uid in claimed}
+
+
+def _claim_oldest(limit: int) -> dict[int, Execution]:
+    """Claim up to ``limit`` of the oldest queued runs (index execution_status_uid);
+    rows another worker is claiming at the same moment are skipped, not waited for."""
+    table = connection.ops.quote_name(Execution._meta.db_table)
+    skip_locked = (
+        " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    )
+    claimed = _claim_where(
+        f"uid IN (SELECT uid FROM {table} WHERE status = %s ORDER BY uid LIMIT %s{skip_locked})",  # noqa: S608
+        [ExecutionStatus.QUEUED, limit],
+    )
+    return dict(sorted(claimed.items()))
+
+
+def _claim_where(condition: str, params: list) -> dict[int, Execution]:
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    table = connection.ops.quote_name(Execution._meta.db_table)
+    return {
+        execution.uid: execution
+        for execution in Execution.objects.raw(
+            f"UPDATE {table} SET status = %s, started_at = %s, attempts = attempts + 1 "  # noqa: S608
+            f"WHERE {condition} AND status = %s RETURNING *",
+            [ExecutionStatus.RUNNING, now, *params, ExecutionStatus.QUEUED],
+        )
+    }
 
 
 def _workflow_steps(workflow_id: int) -> list[Step]:

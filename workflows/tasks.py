@@ -4,7 +4,7 @@ from workflows.services import execution_recover_stale, execution_run_batch
 
 
 def run_executions(uids: list[int]) -> None:
-    execution_run_batch(uids=uids)
+    execution_run_batch(uids=uids, steal=True)
 
 
 def recover_stale_executions() -> dict[str, int]:
