@@ -339,3 +339,46 @@ def test_unknown_step_type_is_refused_on_save():
     with pytest.raises(ValidationError) as exc:
         step.full_clean()
     assert "type" in exc.value.message_dict
+
+
+def test_a_worker_goes_on_with_the_oldest_queued_runs_and_none_runs_twice():
+    from workflows.tasks import run_executions
+
+    workflow = make_workflow("wf", [("t", "transform", {"value": "{{ body.n }}"})])
+    executions = [
+        execution_start(workflow=workflow, trigger_input={"body": {"n": n}}) for n in range(5)
+    ]
+    run_executions([executions[-1].uid])  # one message; the worker takes the rest too
+    assert drain_queue() == 5  # the five messages still arrive, and find nothing to do
+    runs = Execution.objects.order_by("uid")
+    assert [r.status for r in runs] == [ExecutionStatus.SUCCEEDED] * 5
+    assert [r.output for r in runs] == [0, 1, 2, 3, 4]
+    assert [r.attempts for r in runs] == [1] * 5
+    assert StepRun.objects.count() == 5
+    started = [r.started_at for r in runs]
+    assert started[4] <= min(started[:4])  # its own run first, then the oldest
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_taking_queued_runs_at_once_never_take_the_same_run():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    from workflows.services import execution_run_batch
+
+    workflow = make_workflow("wf", [("t", "transform", {"value": 1})])
+    for _ in range(120):
+        execution_start(workflow=workflow, trigger_input={"body": {}})
+
+    def worker(_):
+        try:
+            return execution_run_batch(uids=[], steal=True)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(3) as pool:
+        taken = [uid for ran in pool.map(worker, range(3)) for uid in ran]
+    assert len(taken) == len(set(taken)) == 120
+    assert set(Execution.objects.values_list("status", "attempts")) == {("succeeded", 1)}
+    assert StepRun.objects.count() == 120
