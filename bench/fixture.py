@@ -56,6 +56,8 @@ def bench_stats() -> dict:
         "total": total,
         "final": final,
         "succeeded": Execution.objects.filter(status=ExecutionStatus.SUCCEEDED).count(),
+        # Claimed more than once (a redelivery past a lost claim): should stay 0.
+        "rerun": Execution.objects.filter(attempts__gt=1).count(),
         "queue": get_broker().queue_size(),
     }
     if final and final == total:

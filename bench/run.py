@@ -269,7 +269,7 @@ def _ms(text: str) -> float:
 
 
 def parse_wrk(out: str) -> dict:
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     total = int(re.search(r"(\d+) requests in", out)[1])
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -338,6 +338,60 @@ def paced(port: int, token: str, *, rate: float, seconds: float) -> int:
         else:
             time.sleep(0.0005)
     return sent
+
+
+def soak(server: "Server", token: str, *, rate: float, seconds: float) -> dict:
+    """Triggers at `rate`/s for `seconds` (web + workers), RSS of each kind of
+    process every 10 s; the answered uids, for checking afterwards."""
+    import http.client
+
+    body = json.dumps({"name": "soak", "items": [1, 2, 3]}).encode()
+    headers = {"token": token, "Content-Type": "application/json"}
+    uids: list[str] = []
+    failures: list[str] = []
+    samples: list[dict] = []
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def sample():
+        while not stop.wait(10):
+            row = {"t": round(time.monotonic() - start)}
+            for kind, pids in server.pids().items():
+                row[kind] = max((rss_mb(p) for p in pids), default=0.0)
+            samples.append(row)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    sent = 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        if sent >= elapsed * rate:
+            time.sleep(0.0005)
+            continue
+        sent += 1
+        try:
+            conn.request("POST", "/v1/api/bench/reference/async", body, headers)
+            response = conn.getresponse()
+            payload = response.read()
+            if response.status == 202:
+                uids.append(json.loads(payload)["response"]["uid"])
+            else:
+                failures.append(f"{response.status} {payload[:200]!r}")
+        except OSError as exc:
+            failures.append(repr(exc))
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.close()
+    stop.set()
+    sampler.join()
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "sent": sent,
+        "uids": uids,
+        "failures": failures,
+        "rss_samples": samples,
+    }
 
 
 def wait_all_final(env: dict, timeout: float) -> dict:
@@ -423,6 +477,37 @@ def bench_backend(backend: str, args) -> dict:
                 f"{paced_stats['start_p50_ms']:.0f} ms p99 {paced_stats['start_p99_ms']:.0f} ms",
                 flush=True,
             )
+        if args.soak:
+            django_shell(env, CLEAR)
+            load = soak(server, token, rate=args.soak_rate, seconds=args.soak)
+            stats = wait_all_final(env, args.e2e_timeout)
+            uid_file.write_text(json.dumps(load["uids"]))
+            samples = load["rss_samples"]
+            warm = [r for r in samples if r["t"] >= 60] or samples
+            result["soak"] = {
+                "rate": load["rate"],
+                "seconds": load["seconds"],
+                "triggers": len(load["uids"]),
+                "refused": len(load["failures"]),
+                "duplicate_uids": len(load["uids"]) - len(set(load["uids"])),
+                "answered_uids_missing": json.loads(
+                    django_shell(env, MISSING.format(path=str(uid_file)))
+                ),
+                "rss_samples": samples,
+                "web_rss_first_mb": warm[0]["web"] if warm else 0.0,
+                "web_rss_last_mb": warm[-1]["web"] if warm else 0.0,
+                "worker_rss_first_mb": warm[0]["worker"] if warm else 0.0,
+                "worker_rss_last_mb": warm[-1]["worker"] if warm else 0.0,
+            } | stats
+            s = result["soak"]
+            print(
+                f"[{backend}] soak {args.soak:g} s at {args.soak_rate:g}/s: "
+                f"{s['triggers']} accepted, {s['refused']} refused, {s['succeeded']} succeeded, "
+                f"{s['answered_uids_missing']} missing, {s['rerun']} run more than once; web RSS "
+                f"{s['web_rss_first_mb']:.0f} -> {s['web_rss_last_mb']:.0f} MB, worker "
+                f"{s['worker_rss_first_mb']:.0f} -> {s['worker_rss_last_mb']:.0f} MB",
+                flush=True,
+            )
     finally:
         server.stop()
     shutil.rmtree(workdir, ignore_errors=True)
@@ -455,6 +540,10 @@ def main() -> None:
     parser.add_argument("--paced-rate", type=float, default=100)
     parser.add_argument("--paced-seconds", type=float, default=10)
     parser.add_argument("--quick", action="store_true", help="skip the paced phase")
+    parser.add_argument(
+        "--soak", type=float, default=0, help="seconds of steady load with workers (0: none)"
+    )
+    parser.add_argument("--soak-rate", type=float, default=300)
     parser.add_argument("--out", default=str(BASE_DIR / "var" / "bench-results.json"))
     parser.add_argument("--report", action="store_true", help="write docs/benchmarks.md + plot")
     args = parser.parse_args()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import connection
 
 from iolinker.env import env_int, env_str
 
@@ -26,8 +27,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--web-workers",
             type=int,
-            default=env_int("WEB_WORKERS", os.cpu_count() or 1, minimum=1),
-            help="Web server processes (default: one per core)",
+            default=env_int("WEB_WORKERS", _default_web_workers(), minimum=1),
+            help="Web server processes (default: one per core; one on SQLite)",
         )
         parser.add_argument(
             "--threads",
@@ -114,3 +115,11 @@ def _stop_all(procs, *, grace: float) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def _default_web_workers() -> int:
+    # SQLite has one writer: two web processes' committers queue on its lock with
+    # back-off sleeps (measured p99 1.0-1.7 s at 16-64 connections, vs 63 ms with one).
+    if connection.vendor == "sqlite":
+        return 1
+    return os.cpu_count() or 1
