@@ -111,6 +111,28 @@ def write_report(results: dict, docs: Path = DOCS) -> Path:
             f"| {LABELS[b['backend']]} | {m['idle']['web']:.0f} | {m['web_load']:.0f} | "
             f"{m['worker_idle']:.0f} | {m['worker_load']:.0f} |"
         )
+    soaks = [b for b in results["backends"] if b.get("soak")]
+    if soaks:
+        lines += [
+            "",
+            "## Soak",
+            "",
+            "Steady triggers with workers running; RSS sampled every 10 s (first value: "
+            "after one minute).",
+            "",
+            "| backend | seconds | triggers/s | accepted | refused | succeeded |"
+            " answered uids missing | duplicate uids | run twice | web RSS MB | worker RSS MB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
+        for b in soaks:
+            s = b["soak"]
+            lines.append(
+                f"| {LABELS[b['backend']]} | {s['duration_s']:g} | {s['rate']:g} | "
+                f"{s['triggers']:,} | {s['refused']} | {s['succeeded']:,} | "
+                f"{s['answered_uids_missing']} | {s['duplicate_uids']} | {s['rerun']} | "
+                f"{s['web_rss_first_mb']:.0f} → {s['web_rss_last_mb']:.0f} | "
+                f"{s['worker_rss_first_mb']:.0f} → {s['worker_rss_last_mb']:.0f} |"
+            )
     lines += ["", "## Command", "", "```sh", "make bench", "# = " + results["command"], "```", ""]
     (docs / "benchmarks.md").write_text("\n".join(lines))
     (docs / "benchmarks.json").write_text(json.dumps(results, indent=2))

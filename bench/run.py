@@ -477,7 +477,7 @@ def bench_backend(backend: str, args) -> dict:
                 f"{paced_stats['start_p50_ms']:.0f} ms p99 {paced_stats['start_p99_ms']:.0f} ms",
                 flush=True,
             )
-        if args.soak:
+        if args.soak and backend in args.soak_backends.split(","):
             django_shell(env, CLEAR)
             load = soak(server, token, rate=args.soak_rate, seconds=args.soak)
             stats = wait_all_final(env, args.e2e_timeout)
@@ -486,7 +486,7 @@ def bench_backend(backend: str, args) -> dict:
             warm = [r for r in samples if r["t"] >= 60] or samples
             result["soak"] = {
                 "rate": load["rate"],
-                "seconds": load["seconds"],
+                "duration_s": load["seconds"],
                 "triggers": len(load["uids"]),
                 "refused": len(load["failures"]),
                 "duplicate_uids": len(load["uids"]) - len(set(load["uids"])),
@@ -544,6 +544,7 @@ def main() -> None:
         "--soak", type=float, default=0, help="seconds of steady load with workers (0: none)"
     )
     parser.add_argument("--soak-rate", type=float, default=300)
+    parser.add_argument("--soak-backends", default="pg")
     parser.add_argument("--out", default=str(BASE_DIR / "var" / "bench-results.json"))
     parser.add_argument("--report", action="store_true", help="write docs/benchmarks.md + plot")
     args = parser.parse_args()
