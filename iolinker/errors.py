@@ -28,7 +28,6 @@ NOT_FOUND = ErrorSpec("requestError.notFound", 404, "API not found")
 METHOD_NOT_ALLOWED = ErrorSpec("requestError.methodNotAllowed", 405, "Method not allowed")
 PAYLOAD_TOO_LARGE = ErrorSpec("requestError.payloadTooLarge", 413, "Request body is too large")
 BAD_REQUEST = ErrorSpec("requestError.badRequest", 400, "Bad request")
-NOT_IMPLEMENTED = ErrorSpec("serverError.notImplemented", 501, "Not implemented yet")
 UNAVAILABLE = ErrorSpec(
     "serverError.unavailable", 503, "Service temporarily unavailable, try again later"
 )

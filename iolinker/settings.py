@@ -135,6 +135,10 @@ IOLINKER_BASE_URL = env_str("IOLINKER_BASE_URL", "http://localhost:8000").rstrip
 # process apply at once).
 IOLINKER_API_CACHE_SECONDS = env_int("IOLINKER_API_CACHE_SECONDS", 2, minimum=0)
 IOLINKER_MAX_BODY_BYTES = env_int("IOLINKER_MAX_BODY_BYTES", 1024 * 1024, minimum=1)
+# The status endpoint's ?wait=N: the longest wait, and how many requests of one web
+# process may wait at once (each holds a request thread; more answer at once).
+IOLINKER_STATUS_MAX_WAIT = env_int("IOLINKER_STATUS_MAX_WAIT", 30, minimum=0, maximum=300)
+IOLINKER_STATUS_MAX_WAITERS = env_int("IOLINKER_STATUS_MAX_WAITERS", 16, minimum=0)
 # Request headers kept in a run's trigger input (credentials never are).
 IOLINKER_TRIGGER_HEADERS = frozenset(
     h.lower()

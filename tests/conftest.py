@@ -5,7 +5,7 @@ from django.test import Client
 from tests.helpers import REQUIRE_SERVICES, WsgiClient, queue_is_redis
 from triggers import services as trigger_services
 from triggers.models import ApiDefinition, AuthMode
-from workflows import ids, intake
+from workflows import ids, intake, notify
 from workflows.models import Workflow
 from workflows.services import workflow_create
 
@@ -29,6 +29,7 @@ def _fresh_process_state(monkeypatch):
     from workflows.services import _PerProcess
 
     _PerProcess.steps.clear()
+    notify.listener_stop()  # its connection would keep the test database from being dropped
 
 
 def needs_service(reason: str | None):

@@ -12,6 +12,7 @@ from django.core.cache import caches
 from iolinker import errors
 from iolinker.errors import ApiError
 from triggers.models import ApiDefinition, AuthMode
+from workflows.models import Execution
 from workflows.services import execution_queue
 
 TOKEN_BYTES = 32
@@ -49,6 +50,26 @@ def api_call(*, module: str, method: str, call: TriggerCall, authenticate: bool 
         headers=call.headers,
     )
     return execution_queue(workflow_id=api.workflow_id, api_id=api.pk, trigger_input=trigger_input)
+
+
+MAX_UID = 2**63 - 1
+
+
+def api_execution(*, module: str, method: str, uid: str, headers: Mapping[str, str]) -> Execution:
+    """A run of this API, for a caller with the API's credentials.
+
+    A uid of another API's run is "not found": uids are time-ordered and
+    guessable, so a run is readable only with its own API's credentials. A
+    disabled API still answers: its callers were promised these uids.
+    """
+    api = api_get(module=module, method=method)
+    api_authenticate(api=api, headers=headers)
+    execution = None
+    if uid.isdigit() and int(uid) <= MAX_UID:
+        execution = Execution.objects.filter(uid=int(uid), api_id=api.pk).first()
+    if execution is None:
+        raise ApiError(errors.NOT_FOUND, f"Execution {uid[:40]} not found for API {api}")
+    return execution
 
 
 class _ApiCache:

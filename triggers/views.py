@@ -1,6 +1,7 @@
 import functools
 import json
 import re
+import threading
 
 from django.conf import settings
 from django.http import QueryDict
@@ -8,7 +9,9 @@ from django.urls import get_script_prefix, reverse
 
 from iolinker import errors, responses
 from iolinker.errors import ApiError
-from triggers.services import TriggerCall, api_call
+from triggers.services import TriggerCall, api_call, api_execution
+from workflows.selectors import execution_status as execution_status_payload
+from workflows.selectors import execution_wait_final
 
 _LONE_SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -56,8 +59,57 @@ def _status_url_prefix(script_prefix: str, module: str, method: str) -> str:
 
 @responses.api_endpoint
 def execution_status(request, module: str, method: str, uid: str):
-    # Reserved for the status endpoint (the 202's Location header points here).
-    raise ApiError(errors.NOT_IMPLEMENTED, "The execution status endpoint is not available yet")
+    """A run's status and result (the 202's Location); ``?wait=N`` waits up to N
+    seconds for it to finish."""
+    if request.method != "GET":
+        raise ApiError(
+            errors.METHOD_NOT_ALLOWED, "Read a run's status with GET", headers={"Allow": "GET"}
+        )
+    wait = _wait_seconds(request.GET.get("wait"))
+    execution = api_execution(module=module, method=method, uid=uid, headers=request.headers)
+    if wait and not execution.is_final and _WAITERS.try_acquire():
+        try:
+            execution = execution_wait_final(uid=execution.uid, timeout=wait)
+        finally:
+            _WAITERS.release()
+    return responses.ok(execution_status_payload(execution))
+
+
+class _Waiters:
+    """Status requests of this process waiting at once, at most
+    IOLINKER_STATUS_MAX_WAITERS: each holds a request thread, and triggers
+    must keep some."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.count = 0
+
+    def try_acquire(self) -> bool:
+        with self.lock:
+            if self.count >= settings.IOLINKER_STATUS_MAX_WAITERS:
+                return False
+            self.count += 1
+            return True
+
+    def release(self) -> None:
+        with self.lock:
+            self.count -= 1
+
+
+_WAITERS = _Waiters()
+
+
+def _wait_seconds(text: str | None) -> float:
+    if text is None or text == "":
+        return 0.0
+    limit = settings.IOLINKER_STATUS_MAX_WAIT
+    try:
+        wait = float(text)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= limit:  # also NaN
+        raise ApiError(errors.INVALID_PARAMS, f"wait must be a number of seconds from 0 to {limit}")
+    return wait
 
 
 def query_dict(params: QueryDict) -> dict:

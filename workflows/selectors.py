@@ -1,10 +1,33 @@
-import time
-
-from workflows.models import Execution
+from workflows.models import Execution, ExecutionStatus
+from workflows.notify import finished_wait
 
 
 def _iso(value):
     return value.isoformat() if value else None
+
+
+# The `code` of a run as callers see it: 0 while it runs and when it succeeded.
+RUN_CODES = {
+    ExecutionStatus.QUEUED: 0,
+    ExecutionStatus.RUNNING: 0,
+    ExecutionStatus.SUCCEEDED: 0,
+    ExecutionStatus.FAILED: 1,
+}
+
+
+def execution_status(execution: Execution) -> dict:
+    """A run as its caller sees it (the status endpoint's body)."""
+    failed = execution.status == ExecutionStatus.FAILED
+    return {
+        "uid": str(execution.uid),
+        "status": execution.status,
+        "data": execution.output if execution.is_final else None,
+        "code": RUN_CODES[execution.status],
+        "msg": execution.error if failed else "",
+        "createdAt": _iso(execution.created_at),
+        "startedAt": _iso(execution.started_at),
+        "finishedAt": _iso(execution.finished_at),
+    }
 
 
 def execution_detail(*, uid: int) -> dict | None:
@@ -46,11 +69,14 @@ def execution_detail(*, uid: int) -> dict | None:
     }
 
 
-def execution_wait_final(*, uid: int, timeout: float, interval: float = 0.2) -> Execution:
-    """Poll until the execution is final or ``timeout`` seconds pass; return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        execution = Execution.objects.get(uid=uid)
-        if execution.is_final or time.monotonic() >= deadline:
-            return execution
-        time.sleep(interval)
+def execution_wait_final(*, uid: int, timeout: float) -> Execution:
+    """The execution once final, or as it is after ``timeout`` seconds (woken by
+    the worker's notification on PostgreSQL, see workflows/notify.py)."""
+    latest: list[Execution] = []
+
+    def is_final() -> bool:
+        latest[:] = [Execution.objects.get(uid=uid)]
+        return latest[0].is_final
+
+    finished_wait(uid, timeout, is_final)
+    return latest[0]

@@ -19,6 +19,7 @@ from workflows import engine
 from workflows.ids import UidUnavailable, next_uid
 from workflows.intake import GroupCommit
 from workflows.models import Execution, ExecutionStatus, Step, StepRun, Workflow
+from workflows.notify import finished_announce, release_pooled_connection
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def _process() -> type[_PerProcess]:
         _PerProcess.intake = GroupCommit(
             _commit_batch,
             inline=lambda: connection.in_atomic_block,
-            before_wait=_release_pooled_connection,
+            before_wait=release_pooled_connection,
             when_idle=_release_idle_connection,
         )
         _PerProcess.pid = os.getpid()
@@ -77,14 +78,6 @@ def workflow_create(
             step.full_clean()
             step.save()
     return workflow
-
-
-def _release_pooled_connection() -> None:
-    """A thread about to wait for another thread's commit gives its pooled
-    connection back first: threads holding every connection of the pool while
-    waiting for a leader that needs one would deadlock."""
-    if getattr(connection, "pool", None) is not None and not connection.in_atomic_block:
-        connection.close()
 
 
 def _release_idle_connection() -> None:
@@ -428,6 +421,7 @@ def _save(finished: list[Execution], step_runs: list[StepRun]) -> None:
                     "finished_at = %s WHERE uid = %s",
                     rows,
                 )
+            finished_announce([e.uid for e in finished])
 
 
 def execution_recover_stale() -> dict[str, int]:
