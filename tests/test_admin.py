@@ -37,6 +37,7 @@ def test_creating_a_token_api_shows_the_token_once_and_stores_it_hashed(
             "password": "",
             "debug_payload": "{}",
             "description": "",
+            "sync_timeout": "25",
         },
         follow=True,
     )
@@ -68,6 +69,7 @@ def test_password_api_needs_a_password_and_stores_it_hashed(admin_client, echo_w
         "password": "",
         "debug_payload": "{}",
         "description": "",
+        "sync_timeout": "25",
     }
     refused = admin_client.post("/admin/triggers/apidefinition/add/", data)
     assert "Set a password" in refused.content.decode()
@@ -100,6 +102,7 @@ def test_workflow_page_rejects_an_invalid_step_config_on_the_config_field(admin_
         {
             "name": "broken",
             "description": "",
+            "sync_timeout": "25",
             "enabled": "on",
             "steps-TOTAL_FORMS": "1",
             "steps-INITIAL_FORMS": "0",

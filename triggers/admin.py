@@ -60,6 +60,7 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
     actions = ["enable_apis", "disable_apis", "rotate_tokens"]
     fieldsets = [
         (None, {"fields": ["module", "method", "http_method", "workflow", "enabled", "full_url"]}),
+        ("Sync calls", {"fields": ["sync_enabled", "sync_timeout"]}),
         ("Authentication", {"fields": ["auth_mode", "secret_state", "auth_user", "password"]}),
         (None, {"fields": ["debug_payload", "description", "created_at", "updated_at"]}),
     ]

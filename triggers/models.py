@@ -1,5 +1,5 @@
 from django.conf import settings
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.urls import reverse
 
@@ -47,6 +47,19 @@ class ApiDefinition(models.Model):
         "workflows.Workflow", on_delete=models.PROTECT, related_name="apis"
     )
     enabled = models.BooleanField(default=True, help_text="A disabled API refuses every call.")
+    sync_enabled = models.BooleanField(
+        "answers /sync",
+        default=False,
+        help_text="Also answer …/sync: wait for the run and answer its result (202 with the "
+        "uid if it takes longer than the sync timeout).",
+    )
+    sync_timeout = models.PositiveSmallIntegerField(
+        "sync timeout (s)",
+        default=25,
+        validators=[MinValueValidator(1), MaxValueValidator(300)],
+        help_text="How long a /sync call waits before answering 202 with the uid "
+        "(keep it under your proxies' timeouts).",
+    )
     debug_payload = models.JSONField(
         default=dict,
         blank=True,

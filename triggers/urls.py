@@ -4,6 +4,7 @@ from triggers import views
 
 urlpatterns = [
     path("v1/api/<str:module>/<str:method>/async", views.trigger_async, name="trigger-async"),
+    path("v1/api/<str:module>/<str:method>/sync", views.trigger_sync, name="trigger-sync"),
     path(
         "v1/api/<str:module>/<str:method>/executions/<str:uid>",
         views.execution_status,

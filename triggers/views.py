@@ -9,7 +9,7 @@ from django.urls import get_script_prefix, reverse
 
 from iolinker import errors, responses
 from iolinker.errors import ApiError
-from triggers.services import TriggerCall, api_call, api_execution
+from triggers.services import TriggerCall, api_call, api_execution, api_get
 from workflows.selectors import execution_status as execution_status_payload
 from workflows.selectors import execution_wait_final
 
@@ -30,6 +30,34 @@ def trigger_async(request, module: str, method: str):
     )
     headers = {"Location": location(module, method, uid)}
     return responses.ok({"uid": uid}, status=202, headers=headers)
+
+
+@responses.api_endpoint
+def trigger_sync(request, module: str, method: str):
+    """Trigger, then wait up to the API's sync timeout: the result (200, or the
+    run's non-zero code and message), or 202 with the uid when it takes longer."""
+    api = api_get(module=module, method=method)
+    if not api.sync_enabled:
+        raise ApiError(errors.NOT_FOUND, f"API {api} does not answer /sync (only /async)")
+    uid = trigger_accept(
+        module=module,
+        method=method,
+        http_method=request.method,
+        headers=request.headers,
+        query=request.GET,
+        read_body=lambda: body_read(request.META.get("CONTENT_LENGTH"), request.read),
+    )
+    execution = None
+    if _WAITERS.try_acquire():
+        try:
+            execution = execution_wait_final(uid=int(uid), timeout=api.sync_timeout)
+        finally:
+            _WAITERS.release()
+    if execution is None or not execution.is_final:
+        headers = {"Location": location(module, method, uid)}
+        return responses.ok({"uid": uid}, status=202, headers=headers)
+    status = execution_status_payload(execution)
+    return responses.ok({key: status[key] for key in ("data", "code", "msg", "uid")})
 
 
 def trigger_accept(

@@ -52,6 +52,7 @@ def demo_load() -> bool:
         auth_mode=AuthMode.NONE,
         workflow=workflow,
         enabled=True,
+        sync_enabled=True,
         debug_payload={"name": "iolinker"},
         description='Demo: curl -d \'{"name":"x"}\' localhost:8000/v1/api/demo/hello/async',
     )
