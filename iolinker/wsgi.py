@@ -26,7 +26,7 @@ from django.http import QueryDict  # noqa: E402
 from django.http.request import split_domain_port, validate_host  # noqa: E402
 
 from iolinker import errors, responses  # noqa: E402
-from triggers.views import body_read, location, trigger_accept  # noqa: E402
+from triggers.views import body_read, body_reader, location, trigger_accept  # noqa: E402
 
 security_logger = logging.getLogger("django.security.DisallowedHost")
 
@@ -56,15 +56,6 @@ def _headers(environ) -> dict[str, str]:
     return headers
 
 
-def _reader(environ):
-    # Without a Content-Length, read on only where the server marks the end of a
-    # chunked body (PEP 3333's wsgi.input_terminated); elsewhere, like Django, the
-    # body is empty.
-    if environ.get("CONTENT_LENGTH") or environ.get("wsgi.input_terminated"):
-        return environ["wsgi.input"].read
-    return lambda size: b""
-
-
 class TriggerApplication:
     """Serve trigger calls directly; hand every other request to ``fallback``."""
 
@@ -91,7 +82,7 @@ class TriggerApplication:
         return [b""] if environ["REQUEST_METHOD"] == "HEAD" else [body]
 
     def _answer(self, environ, module: str, method: str) -> tuple[int, list, bytes]:
-        http_method = environ["REQUEST_METHOD"]
+        http_method = environ["REQUEST_METHOD"].upper()  # as Django does
         try:
             if not self._host_allowed(environ):
                 return errors.BAD_REQUEST.status, [], responses.error_body(errors.BAD_REQUEST)
@@ -101,7 +92,7 @@ class TriggerApplication:
                 http_method=http_method,
                 headers=_headers(environ),
                 query=QueryDict(get_bytes_from_wsgi(environ, "QUERY_STRING", "")),
-                read_body=lambda: body_read(environ.get("CONTENT_LENGTH"), _reader(environ)),
+                read_body=lambda: body_read(environ.get("CONTENT_LENGTH"), body_reader(environ)),
             )
         except Exception as exc:
             spec, message, extra = responses.error_parts(

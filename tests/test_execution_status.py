@@ -3,6 +3,7 @@
 import threading
 import time
 from datetime import datetime
+from urllib.parse import quote
 
 import pytest
 from django.db import connection
@@ -83,9 +84,12 @@ def test_a_run_of_another_api_is_not_found_even_with_that_apis_credentials(calle
     assert_error(response, 404, "requestError.notFound")
 
 
-@pytest.mark.parametrize("uid", ["abc", "-1", "99999999999999999999999", "1" * 200, "0x10"])
+@pytest.mark.parametrize(
+    "uid", ["abc", "-1", "99999999999999999999999", "1" * 200, "9" * 5000, "0x10", "²"]
+)
 def test_unknown_or_malformed_uids_are_not_found(caller, open_api, uid):
-    assert_error(caller.get(f"/v1/api/shop/order/executions/{uid}"), 404, "requestError.notFound")
+    response = caller.get(f"/v1/api/shop/order/executions/{quote(uid)}")
+    assert_error(response, 404, "requestError.notFound")
 
 
 def test_unknown_api_is_not_found(caller, open_api):

@@ -122,3 +122,30 @@ def test_concurrent_http_triggers_are_all_durable_and_share_queue_messages(open_
         messages = [SignedPackage.loads(m.payload)["args"][0] for m in OrmQ.objects.all()]
         assert sorted(uid for batch in messages for uid in batch) == sorted(uids)
         assert len(messages) < 80  # runs shared messages (measured: ~25 for 80 here)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_committer_recovers_when_its_database_connection_is_lost(monkeypatch, open_api):
+    from tests.helpers import WsgiClient
+
+    if connection.vendor != "postgresql":
+        pytest.skip("kills PostgreSQL backends")
+    import workflows.intake as intake_module
+
+    monkeypatch.setattr(intake_module, "IDLE_SECONDS", 60)  # keep its connection open
+    caller = WsgiClient()
+
+    def trigger():
+        return caller.post("/v1/api/shop/order/async", data="{}", content_type="application/json")
+
+    assert trigger().status_code == 202
+    with connection.cursor() as cursor:  # e.g. a PostgreSQL restart or failover
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    statuses = [trigger().status_code for _ in range(3)]
+    assert statuses[0] in (202, 503)  # the batch on the dead connection may fail...
+    assert statuses[1:] == [202, 202]  # ...but not the ones after it
+    monkeypatch.setattr(intake_module, "IDLE_SECONDS", 0)
+    trigger()  # let the committer give its connection back before the database goes

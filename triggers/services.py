@@ -1,5 +1,6 @@
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -53,6 +54,7 @@ def api_call(*, module: str, method: str, call: TriggerCall, authenticate: bool 
 
 
 MAX_UID = 2**63 - 1
+_UID_TEXT = re.compile(r"[0-9]{1,19}")  # ASCII digits only (str.isdigit takes "²")
 
 
 def api_execution(*, module: str, method: str, uid: str, headers: Mapping[str, str]) -> Execution:
@@ -65,7 +67,7 @@ def api_execution(*, module: str, method: str, uid: str, headers: Mapping[str, s
     api = api_get(module=module, method=method)
     api_authenticate(api=api, headers=headers)
     execution = None
-    if uid.isdigit() and int(uid) <= MAX_UID:
+    if _UID_TEXT.fullmatch(uid) and int(uid) <= MAX_UID:
         execution = Execution.objects.filter(uid=int(uid), api_id=api.pk).first()
     if execution is None:
         raise ApiError(errors.NOT_FOUND, f"Execution {uid[:40]} not found for API {api}")

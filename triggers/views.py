@@ -26,7 +26,7 @@ def trigger_async(request, module: str, method: str):
         http_method=request.method,
         headers=request.headers,
         query=request.GET,
-        read_body=lambda: body_read(request.META.get("CONTENT_LENGTH"), request.read),
+        read_body=lambda: _request_body(request),
     )
     headers = {"Location": location(module, method, uid)}
     return responses.ok({"uid": uid}, status=202, headers=headers)
@@ -45,7 +45,7 @@ def trigger_sync(request, module: str, method: str):
         http_method=request.method,
         headers=request.headers,
         query=request.GET,
-        read_body=lambda: body_read(request.META.get("CONTENT_LENGTH"), request.read),
+        read_body=lambda: _request_body(request),
     )
     execution = None
     if _WAITERS.try_acquire():
@@ -53,7 +53,7 @@ def trigger_sync(request, module: str, method: str):
             execution = execution_wait_final(uid=int(uid), timeout=api.sync_timeout)
         finally:
             _WAITERS.release()
-    if execution is None or not execution.is_final:
+    if execution is None or not execution.is_final:  # (None: deleted meanwhile, or no slot)
         headers = {"Location": location(module, method, uid)}
         return responses.ok({"uid": uid}, status=202, headers=headers)
     status = execution_status_payload(execution)
@@ -100,6 +100,8 @@ def execution_status(request, module: str, method: str, uid: str):
             execution = execution_wait_final(uid=execution.uid, timeout=wait)
         finally:
             _WAITERS.release()
+        if execution is None:
+            raise ApiError(errors.NOT_FOUND, f"Execution {uid} not found (deleted)")
     return responses.ok(execution_status_payload(execution))
 
 
@@ -158,6 +160,25 @@ def _finite_float(text: str) -> float:
     if value in (float("inf"), float("-inf")):
         raise ValueError(f"number {text[:20]} is out of range")
     return value
+
+
+def body_reader(environ):
+    """How to read a request's body from its WSGI environ.
+
+    Without a Content-Length, read on only where the server marks the end of a
+    chunked body (PEP 3333's wsgi.input_terminated; granian does); elsewhere the
+    body is empty, as Django's own request stream has it.
+    """
+    if environ.get("CONTENT_LENGTH") or environ.get("wsgi.input_terminated"):
+        return environ["wsgi.input"].read
+    return lambda size: b""
+
+
+def _request_body(request) -> bytes:
+    length = request.META.get("CONTENT_LENGTH")
+    # Django's stream stops at Content-Length (and reads nothing without one).
+    read = request.read if length else body_reader(request.environ)
+    return body_read(length, read)
 
 
 def body_read(content_length: str | None, read) -> bytes:

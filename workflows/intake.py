@@ -16,8 +16,11 @@ A caller inside a transaction (``inline()`` true) writes its own run at once on
 its own connection, so that the run commits or rolls back with that transaction.
 """
 
+import logging
 import threading
 from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
 
 MAX_BATCH = 256
 IDLE_SECONDS = 0.5
@@ -45,11 +48,13 @@ class GroupCommit:
         inline: Callable[[], bool] = lambda: False,
         before_wait: Callable[[], None] = lambda: None,
         when_idle: Callable[[], None] = lambda: None,
+        after_error: Callable[[], None] = lambda: None,
     ):
         self._commit = commit
         self._inline = inline
         self._before_wait = before_wait
         self._when_idle = when_idle
+        self._after_error = after_error
         self._max_batch = max_batch
         self._ready = threading.Condition()
         self._waiting: list[_Pending] = []
@@ -79,8 +84,10 @@ class GroupCommit:
             with self._ready:
                 # Keep the connection while runs keep coming (a pool checkout per
                 # batch costs GIL round trips); give it back after a quiet spell.
-                if not self._waiting and not self._ready.wait(IDLE_SECONDS):
-                    self._when_idle()
+                idle = not self._waiting and not self._ready.wait(IDLE_SECONDS)
+            if idle:
+                self._call(self._when_idle)
+            with self._ready:
                 while not self._waiting:
                     self._ready.wait()
                 batch = self._waiting[: self._max_batch]
@@ -90,5 +97,14 @@ class GroupCommit:
             except BaseException as exc:  # every caller in the batch gets the error
                 for p in batch:
                     p.error = exc
+                self._call(self._after_error)
             for p in batch:
                 p.done.release()
+
+    @staticmethod
+    def _call(hook: Callable[[], None]) -> None:
+        # A failing hook must not end the committer (runs would wait forever).
+        try:
+            hook()
+        except Exception:
+            logger.exception("Group commit hook %s failed", hook)

@@ -62,8 +62,9 @@ class _Listener:
     def _wake(self, payload: str) -> None:
         with self.lock:
             for text in payload.split(","):
-                for event in self.waiters.get(int(text), ()):
-                    event.set()
+                if text.isascii() and text.isdigit():  # ignore anything else on the channel
+                    for event in self.waiters.get(int(text), ()):
+                        event.set()
 
     def _run(self) -> None:
         import psycopg

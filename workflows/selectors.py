@@ -69,14 +69,15 @@ def execution_detail(*, uid: int) -> dict | None:
     }
 
 
-def execution_wait_final(*, uid: int, timeout: float) -> Execution:
+def execution_wait_final(*, uid: int, timeout: float) -> Execution | None:
     """The execution once final, or as it is after ``timeout`` seconds (woken by
-    the worker's notification on PostgreSQL, see workflows/notify.py)."""
-    latest: list[Execution] = []
+    the worker's notification on PostgreSQL, see workflows/notify.py); None if it
+    was deleted meanwhile."""
+    latest: list[Execution | None] = []
 
     def is_final() -> bool:
-        latest[:] = [Execution.objects.get(uid=uid)]
-        return latest[0].is_final
+        latest[:] = [Execution.objects.filter(uid=uid).first()]
+        return latest[0] is None or latest[0].is_final
 
     finished_wait(uid, timeout, is_final)
     return latest[0]

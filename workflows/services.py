@@ -49,20 +49,40 @@ class _PerProcess:
     steps: dict[int, tuple[float, list[Step]]] = {}
 
 
+_process_lock = threading.Lock()
+
+
+def _new_process_lock() -> None:
+    global _process_lock
+    _process_lock = threading.Lock()  # a lock held by another thread at fork stays held
+
+
+os.register_at_fork(after_in_child=_new_process_lock)
+
+
 def _process() -> type[_PerProcess]:
     if _PerProcess.pid != os.getpid():
-        from django_q.brokers import get_broker
-
-        _PerProcess.broker = get_broker()
-        _PerProcess.capture = _MessageCapture() if _queue_is_transactional() else None
-        _PerProcess.intake = GroupCommit(
-            _commit_batch,
-            inline=lambda: connection.in_atomic_block,
-            before_wait=release_pooled_connection,
-            when_idle=_release_idle_connection,
-        )
-        _PerProcess.pid = os.getpid()
+        with _process_lock:
+            if _PerProcess.pid != os.getpid():
+                _process_start()
     return _PerProcess
+
+
+def _process_start() -> None:
+    from django_q.brokers import get_broker
+
+    _PerProcess.broker = get_broker()
+    _PerProcess.capture = _MessageCapture() if _queue_is_transactional() else None
+    _PerProcess.intake = GroupCommit(
+        _commit_batch,
+        inline=lambda: connection.in_atomic_block,
+        before_wait=release_pooled_connection,
+        when_idle=_release_idle_connection,
+        # No request signals in the committer thread: drop a broken connection
+        # ourselves, or every later batch would fail on it.
+        after_error=lambda: connection.close_if_unusable_or_obsolete(),
+    )
+    _PerProcess.pid = os.getpid()
 
 
 def workflow_create(
@@ -248,6 +268,13 @@ def execution_run(*, uid: int) -> Execution | None:
     if execution_run_batch(uids=[uid]):
         return Execution.objects.get(uid=uid)
     return None
+
+
+def execution_worker_may_steal() -> bool:
+    """Whether workers may run queued runs of other messages. Not with Redis: there
+    a batch's runs commit before its message is pushed, and a failed push deletes
+    them and answers 503, which must not happen to a run a worker already took."""
+    return _queue_is_transactional()
 
 
 def execution_run_batch(*, uids: list[int], steal: bool = False) -> list[int]:

@@ -1,10 +1,14 @@
 """django-q2 task entry points: take ids, let the services re-fetch the rows."""
 
-from workflows.services import execution_recover_stale, execution_run_batch
+from workflows.services import (
+    execution_recover_stale,
+    execution_run_batch,
+    execution_worker_may_steal,
+)
 
 
 def run_executions(uids: list[int]) -> None:
-    execution_run_batch(uids=uids, steal=True)
+    execution_run_batch(uids=uids, steal=execution_worker_may_steal())
 
 
 def recover_stale_executions() -> dict[str, int]:

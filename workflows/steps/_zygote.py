@@ -13,9 +13,12 @@ per run (~0.3 ms instead of ~4 ms a step). A session child serves only that
 step's code; each request still gets a fresh namespace and a fresh empty
 working directory, but module-level state the code leaves behind (e.g. in an
 imported module) can be seen by the next run of the same step, as in a warm
-AWS Lambda container. A child is retired after SESSION_MAX_REQUESTS requests,
-SESSION_CPU_SECONDS of CPU, SESSION_IDLE_SECONDS without work, a timeout, a
-crash, or a request with another key.
+AWS Lambda container, and the code can reach the session's pipes (so read the
+next runs' requests of that step). That crosses no line the step's author does
+not already cross: that code sees every run's input of the step anyway. A
+child is retired after SESSION_MAX_REQUESTS requests, SESSION_CPU_SECONDS of
+CPU, SESSION_IDLE_SECONDS without work, a timeout, a crash, or a request with
+another key.
 
 The zygote holds nothing secret: it was started with an empty environment and
 only ever sees the requests it relays. Each child, before any user code runs:
@@ -160,7 +163,13 @@ class _Session:
         request_r, self.request_w = os.pipe()
         self.result_r, result_w = os.pipe()
         zygote_pid = os.getpid()
-        self.pid = os.fork()
+        try:
+            self.pid = os.fork()
+        except OSError:
+            for fd in (request_r, self.request_w, self.result_r, result_w):
+                os.close(fd)
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
         if self.pid == 0:
             os.close(self.request_w)
             os.close(self.result_r)
@@ -177,15 +186,19 @@ class _Session:
 
     def receive(self, timeout: float) -> dict | None:
         """The answer; None if the child ended without one (see ``status``);
-        raises TimeoutError."""
-        if not select.select([self.result_r], [], [], max(timeout, 0))[0]:
-            raise TimeoutError
-        header = _read_exactly(self.result_r, 4)
+        raises TimeoutError (the deadline covers the whole frame)."""
+        deadline = time.monotonic() + timeout
+        header = _read_exactly(self.result_r, 4, deadline)
         if header is None:
             return None
         (size,) = struct.unpack(">I", header)
-        body = _read_exactly(self.result_r, size)
-        return None if body is None else json.loads(body)
+        body = _read_exactly(self.result_r, size, deadline)
+        if body is None:
+            return None
+        try:
+            return json.loads(body)
+        except ValueError:
+            return None
 
     def end(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -196,9 +209,11 @@ class _Session:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _read_exactly(fd: int, size: int) -> bytes | None:
+def _read_exactly(fd: int, size: int, deadline: float) -> bytes | None:
     chunks, left = [], size
     while left:
+        if not select.select([fd], [], [], max(deadline - time.monotonic(), 0))[0]:
+            raise TimeoutError
         chunk = os.read(fd, min(left, 1 << 16))
         if not chunk:
             return None
@@ -227,10 +242,13 @@ class Zygote:
         if self.session is not None and (key is None or key != self.session.key):
             self.retire()
         try:
+            if self.session is not None:
+                try:
+                    self.session.send(request)
+                except BrokenPipeError:  # it died between requests: start afresh
+                    self.retire()
             if self.session is None:
                 self.session = _Session(request)
-            else:
-                self.session.send(request)
             answer = self.session.receive(request["timeout"])
         except TimeoutError:
             self.retire()

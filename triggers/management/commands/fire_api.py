@@ -49,6 +49,8 @@ class Command(BaseCommand):
             self.stdout.write(str(uid))
             return
         execution = execution_wait_final(uid=uid, timeout=wait)
+        if execution is None:
+            raise CommandError(f"Execution {uid} was deleted")
         detail = execution_detail(uid=execution.uid)
         self.stdout.write(json.dumps(detail, indent=2, ensure_ascii=False))
         if execution.status != "succeeded":
