@@ -283,6 +283,26 @@ def parse_wrk(out: str) -> dict:
     }
 
 
+def send_trigger(conn, body: bytes, headers: dict, uids: list, failures: list):
+    """POST one trigger on a keep-alive connection, noting its uid or failure;
+    returns the connection to use next (a new one after a broken one)."""
+    import http.client
+
+    try:
+        conn.request("POST", "/v1/api/bench/reference/async", body, headers)
+        response = conn.getresponse()
+        payload = response.read()
+        if response.status == 202:
+            uids.append(json.loads(payload)["response"]["uid"])
+        else:
+            failures.append(f"{response.status} {payload[:200]!r}")
+    except OSError as exc:
+        failures.append(repr(exc))
+        conn.close()
+        conn = http.client.HTTPConnection(conn.host, conn.port, timeout=30)
+    return conn
+
+
 def fire(port: int, token: str, *, n: int, connections: int = 16) -> dict:
     """Send exactly n triggers over keep-alive connections; collect the uids."""
     import http.client
@@ -300,18 +320,7 @@ def fire(port: int, token: str, *, n: int, connections: int = 16) -> dict:
             with lock:
                 if next(counter, None) is None:
                     break
-            try:
-                conn.request("POST", "/v1/api/bench/reference/async", body, headers)
-                response = conn.getresponse()
-                payload = response.read()
-                if response.status == 202:
-                    uids.append(json.loads(payload)["response"]["uid"])
-                else:
-                    failures.append(f"{response.status} {payload[:200]!r}")
-            except OSError as exc:
-                failures.append(repr(exc))
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn = send_trigger(conn, body, headers, uids, failures)
         conn.close()
 
     started = time.monotonic()
@@ -369,18 +378,7 @@ def soak(server: "Server", token: str, *, rate: float, seconds: float) -> dict:
             time.sleep(0.0005)
             continue
         sent += 1
-        try:
-            conn.request("POST", "/v1/api/bench/reference/async", body, headers)
-            response = conn.getresponse()
-            payload = response.read()
-            if response.status == 202:
-                uids.append(json.loads(payload)["response"]["uid"])
-            else:
-                failures.append(f"{response.status} {payload[:200]!r}")
-        except OSError as exc:
-            failures.append(repr(exc))
-            conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn = send_trigger(conn, body, headers, uids, failures)
     conn.close()
     stop.set()
     sampler.join()

@@ -20,14 +20,7 @@ _LONE_SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]")
 def trigger_async(request, module: str, method: str):
     # Production serves this URL from iolinker/wsgi.py without Django's request
     # machinery; both go through trigger_accept, so they answer alike.
-    uid = trigger_accept(
-        module=module,
-        method=method,
-        http_method=request.method,
-        headers=request.headers,
-        query=request.GET,
-        read_body=lambda: _request_body(request),
-    )
+    uid = _accept(request, module, method)
     headers = {"Location": location(module, method, uid)}
     return responses.ok({"uid": uid}, status=202, headers=headers)
 
@@ -39,14 +32,7 @@ def trigger_sync(request, module: str, method: str):
     api = api_get(module=module, method=method)
     if not api.sync_enabled:
         raise ApiError(errors.NOT_FOUND, f"API {api} does not answer /sync (only /async)")
-    uid = trigger_accept(
-        module=module,
-        method=method,
-        http_method=request.method,
-        headers=request.headers,
-        query=request.GET,
-        read_body=lambda: _request_body(request),
-    )
+    uid = _accept(request, module, method)
     execution = None
     if _WAITERS.try_acquire():
         try:
@@ -58,6 +44,17 @@ def trigger_sync(request, module: str, method: str):
         return responses.ok({"uid": uid}, status=202, headers=headers)
     status = execution_status_payload(execution)
     return responses.ok({key: status[key] for key in ("data", "code", "msg", "uid")})
+
+
+def _accept(request, module: str, method: str) -> str:
+    return trigger_accept(
+        module=module,
+        method=method,
+        http_method=request.method,
+        headers=request.headers,
+        query=request.GET,
+        read_body=lambda: _request_body(request),
+    )
 
 
 def trigger_accept(

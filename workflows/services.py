@@ -62,6 +62,10 @@ os.register_at_fork(after_in_child=_new_process_lock)
 
 def _process() -> type[_PerProcess]:
     if _PerProcess.pid != os.getpid():
+        # Hold no pooled connection while waiting: the thread making the state needs
+        # one (django-q2's broker reads the autocommit flag), and threads parked here
+        # holding all of them deadlocked a web process (found by the benchmark).
+        release_pooled_connection()
         with _process_lock:
             if _PerProcess.pid != os.getpid():
                 _process_start()
