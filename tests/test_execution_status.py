@@ -75,6 +75,19 @@ def test_status_needs_the_api_credentials(caller, token_api):
     assert allowed.json()["response"]["status"] == "queued"
 
 
+def test_a_run_of_an_api_without_authentication_needs_the_read_key_of_its_location(
+    caller, open_api
+):
+    accepted = trigger(caller)
+    location = accepted["Location"]
+    path, key = location.split("?key=")
+    assert caller.get(location).status_code == 200
+    assert_error(caller.get(path), 404, "requestError.notFound")  # uids can be guessed
+    wrong = key[:-1] + ("1" if key[-1] == "0" else "0")
+    assert_error(caller.get(f"{path}?key={wrong}"), 404, "requestError.notFound")
+    assert_error(caller.get(f"{path}?key="), 404, "requestError.notFound")
+
+
 def test_a_run_of_another_api_is_not_found_even_with_that_apis_credentials(caller, token_api):
     other = make_api(token_api.workflow, method="other", auth_mode=AuthMode.NONE)
     uid = trigger(caller, "/v1/api/shop/secure", token=token_api.plain_token).json()["response"][
@@ -100,7 +113,7 @@ def test_unknown_api_is_not_found(caller, open_api):
 @pytest.mark.parametrize("wait", ["x", "-1", "31", "nan", "inf"])
 def test_wait_must_be_a_number_of_seconds_within_the_limit(caller, open_api, wait):
     location = trigger(caller)["Location"]
-    assert_error(caller.get(location, {"wait": wait}), 400, "requestError.invalidParams")
+    assert_error(caller.get(f"{location}&wait={quote(wait)}"), 400, "requestError.invalidParams")
 
 
 @pytest.mark.parametrize("verb", ["post", "put", "delete"])
@@ -114,7 +127,7 @@ def test_status_is_read_with_get_only(caller, open_api, verb):
 def test_wait_returns_the_current_status_when_the_time_is_up(caller, open_api):
     location = trigger(caller)["Location"]
     started = time.monotonic()
-    body = caller.get(location, {"wait": "0.3"}).json()["response"]
+    body = caller.get(f"{location}&wait=0.3").json()["response"]
     assert body["status"] == "queued"
     assert 0.3 <= time.monotonic() - started < 5
 
@@ -133,7 +146,7 @@ def test_wait_answers_as_soon_as_the_run_finishes(caller, open_api):
     thread = threading.Thread(target=worker)
     thread.start()
     started = time.monotonic()
-    body = caller.get(location, {"wait": "20"}).json()["response"]
+    body = caller.get(f"{location}&wait=20").json()["response"]
     elapsed = time.monotonic() - started
     thread.join()
     assert body["status"] == "succeeded"
@@ -147,5 +160,5 @@ def test_waiting_requests_are_bounded_per_process(caller, open_api, settings):
     settings.IOLINKER_STATUS_MAX_WAITERS = 0  # no request may wait: answered at once
     location = trigger(caller)["Location"]
     started = time.monotonic()
-    assert caller.get(location, {"wait": "10"}).json()["response"]["status"] == "queued"
+    assert caller.get(f"{location}&wait=10").json()["response"]["status"] == "queued"
     assert time.monotonic() - started < 2

@@ -10,6 +10,7 @@ from django.db import connection
 from tests.conftest import make_api, make_workflow
 from tests.helpers import drain_queue
 from triggers.models import AuthMode
+from triggers.services import run_read_key
 
 JSON = "application/json"
 
@@ -71,7 +72,7 @@ def test_sync_call_past_its_timeout_answers_202_with_the_uid(caller, echo_workfl
     assert 1 <= time.monotonic() - started < 5
     assert response.status_code == 202
     uid = response.json()["response"]["uid"]
-    assert response["Location"] == f"/v1/api/shop/order/executions/{uid}"
+    assert response["Location"] == f"/v1/api/shop/order/executions/{uid}?key={run_read_key(uid)}"
     assert caller.get(response["Location"]).json()["response"]["status"] == "queued"
 
 

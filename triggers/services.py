@@ -57,8 +57,19 @@ MAX_UID = 2**63 - 1
 _UID_TEXT = re.compile(r"[0-9]{1,19}")  # ASCII digits only (str.isdigit takes "²")
 
 
-def api_execution(*, module: str, method: str, uid: str, headers: Mapping[str, str]) -> Execution:
-    """A run of this API, for a caller with the API's credentials.
+def run_read_key(uid: int | str) -> str:
+    """The key that reads a run of an API without authentication (in its
+    Location URL): uids are time-ordered and guessable, so a run must not be
+    readable by anyone who can count."""
+    message = f"iolinker-run:{uid}".encode()
+    return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()[:32]
+
+
+def api_execution(
+    *, module: str, method: str, uid: str, headers: Mapping[str, str], key: str = ""
+) -> Execution:
+    """A run of this API, for a caller with the API's credentials (for an API
+    without authentication: with the run's read key, see run_read_key).
 
     A uid of another API's run is "not found": uids are time-ordered and
     guessable, so a run is readable only with its own API's credentials. A
@@ -66,8 +77,13 @@ def api_execution(*, module: str, method: str, uid: str, headers: Mapping[str, s
     """
     api = api_get(module=module, method=method)
     api_authenticate(api=api, headers=headers)
+    # Without authentication the read key stands in for credentials; a wrong one
+    # is "not found", like an unknown uid.
+    allowed = api.auth_mode != AuthMode.NONE or hmac.compare_digest(
+        key.encode(), run_read_key(uid).encode()
+    )
     execution = None
-    if _UID_TEXT.fullmatch(uid) and int(uid) <= MAX_UID:
+    if allowed and _UID_TEXT.fullmatch(uid) and int(uid) <= MAX_UID:
         execution = Execution.objects.filter(uid=int(uid), api_id=api.pk).first()
     if execution is None:
         raise ApiError(errors.NOT_FOUND, f"Execution {uid[:40]} not found for API {api}")

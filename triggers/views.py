@@ -9,7 +9,8 @@ from django.urls import get_script_prefix, reverse
 
 from iolinker import errors, responses
 from iolinker.errors import ApiError
-from triggers.services import TriggerCall, api_call, api_execution, api_get
+from triggers.models import AuthMode
+from triggers.services import TriggerCall, api_call, api_execution, api_get, run_read_key
 from workflows.selectors import execution_status as execution_status_payload
 from workflows.selectors import execution_wait_final
 
@@ -71,8 +72,12 @@ def trigger_accept(
 
 
 def location(module: str, method: str, uid: str) -> str:
-    """The status URL of a run (the 202's Location header)."""
-    return _status_url_prefix(get_script_prefix(), module, method) + uid
+    """The status URL of a run (the 202's Location header); for an API without
+    authentication it carries the run's read key."""
+    url = _status_url_prefix(get_script_prefix(), module, method) + uid
+    if api_get(module=module, method=method).auth_mode == AuthMode.NONE:  # cached
+        url += "?key=" + run_read_key(uid)
+    return url
 
 
 @functools.lru_cache(maxsize=1024)
@@ -91,7 +96,13 @@ def execution_status(request, module: str, method: str, uid: str):
             errors.METHOD_NOT_ALLOWED, "Read a run's status with GET", headers={"Allow": "GET"}
         )
     wait = _wait_seconds(request.GET.get("wait"))
-    execution = api_execution(module=module, method=method, uid=uid, headers=request.headers)
+    execution = api_execution(
+        module=module,
+        method=method,
+        uid=uid,
+        headers=request.headers,
+        key=request.GET.get("key", ""),
+    )
     if wait and not execution.is_final and _WAITERS.try_acquire():
         try:
             execution = execution_wait_final(uid=execution.uid, timeout=wait)
