@@ -8,9 +8,11 @@ middleware roughly halves the Python CPU per accepted trigger (see
 docs/performance.md). Everything else goes to Django.
 """
 
+import functools
 import logging
 import os
 import re
+from http import HTTPStatus
 
 from django.core.wsgi import get_wsgi_application
 
@@ -31,16 +33,11 @@ from triggers.views import body_read, body_reader, location, trigger_accept  # n
 security_logger = logging.getLogger("django.security.DisallowedHost")
 
 _TRIGGER_PATH = re.compile(r"/v1/api/([^/]+)/([^/]+)/async")
-_STATUS_LINES = {}
 
 
+@functools.cache
 def _status_line(status: int) -> str:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        from http import HTTPStatus
-
-        line = _STATUS_LINES[status] = f"{status} {HTTPStatus(status).phrase}"
-    return line
+    return f"{status} {HTTPStatus(status).phrase}"
 
 
 def _headers(environ) -> dict[str, str]:

@@ -34,12 +34,7 @@ def trigger_sync(request, module: str, method: str):
     if not api.sync_enabled:
         raise ApiError(errors.NOT_FOUND, f"API {api} does not answer /sync (only /async)")
     uid = _accept(request, module, method)
-    execution = None
-    if _WAITERS.try_acquire():
-        try:
-            execution = execution_wait_final(uid=int(uid), timeout=api.sync_timeout)
-        finally:
-            _WAITERS.release()
+    execution = _WAITERS.wait_final(int(uid), api.sync_timeout, otherwise=None)
     if execution is None or not execution.is_final:  # (None: deleted meanwhile, or no slot)
         headers = {"Location": location(module, method, uid)}
         return responses.ok({"uid": uid}, status=202, headers=headers)
@@ -103,11 +98,8 @@ def execution_status(request, module: str, method: str, uid: str):
         headers=request.headers,
         key=request.GET.get("key", ""),
     )
-    if wait and not execution.is_final and _WAITERS.try_acquire():
-        try:
-            execution = execution_wait_final(uid=execution.uid, timeout=wait)
-        finally:
-            _WAITERS.release()
+    if wait and not execution.is_final:
+        execution = _WAITERS.wait_final(execution.uid, wait, otherwise=execution)
         if execution is None:
             raise ApiError(errors.NOT_FOUND, f"Execution {uid} not found (deleted)")
     return responses.ok(execution_status_payload(execution))
@@ -122,16 +114,18 @@ class _Waiters:
         self.lock = threading.Lock()
         self.count = 0
 
-    def try_acquire(self) -> bool:
+    def wait_final(self, uid: int, timeout: float, *, otherwise):
+        """The run once final or after ``timeout`` (None if deleted meanwhile);
+        ``otherwise`` at once when as many requests wait already."""
         with self.lock:
             if self.count >= settings.IOLINKER_STATUS_MAX_WAITERS:
-                return False
+                return otherwise
             self.count += 1
-            return True
-
-    def release(self) -> None:
-        with self.lock:
-            self.count -= 1
+        try:
+            return execution_wait_final(uid=uid, timeout=timeout)
+        finally:
+            with self.lock:
+                self.count -= 1
 
 
 _WAITERS = _Waiters()
