@@ -168,6 +168,18 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = IOLINKER_MAX_BODY_BYTES
 IOLINKER_RUN_TIMEOUT = env_int("IOLINKER_RUN_TIMEOUT", 600, minimum=1)
 # Redis broker only: a run still `queued` this long gets its message pushed again.
 IOLINKER_REQUEUE_AFTER = env_int("IOLINKER_REQUEUE_AFTER", 300, minimum=10)
+# --- Engine ---------------------------------------------------------------------
+# A worker renews the lease of the runs it is running; a run whose lease lapsed
+# (worker killed, machine lost) is taken back by the reaper and resumed after its
+# last finished step, at most IOLINKER_RUN_MAX_RECOVERIES times, then failed.
+IOLINKER_RUN_LEASE_SECONDS = env_int("IOLINKER_RUN_LEASE_SECONDS", 60, minimum=2)
+IOLINKER_RUN_MAX_RECOVERIES = env_int("IOLINKER_RUN_MAX_RECOVERIES", 2, minimum=0)
+# How often a worker looks for cancel requests of runs going on longer than that.
+IOLINKER_CANCEL_POLL_MS = env_int("IOLINKER_CANCEL_POLL_MS", 500, minimum=50)
+# Delay steps up to this long sleep in the worker; longer ones free it (status waiting).
+IOLINKER_DELAY_INLINE_SECONDS = env_int("IOLINKER_DELAY_INLINE_SECONDS", 10, minimum=0)
+IOLINKER_SUBWORKFLOW_DEPTH = env_int("IOLINKER_SUBWORKFLOW_DEPTH", 8, minimum=1, maximum=64)
+
 REDIS_URL = env_str("REDIS_URL")
 Q_CLUSTER = {
     "name": env_str("IOLINKER_QUEUE_NAME", "iolinker"),

@@ -8,6 +8,7 @@ from triggers.models import ApiDefinition, AuthMode
 from workflows import ids, intake, notify
 from workflows.models import Workflow
 from workflows.services import workflow_create
+from workflows.watch import run_watch_stop
 
 
 @pytest.fixture(autouse=True)
@@ -28,8 +29,10 @@ def _fresh_process_state(monkeypatch):
     trigger_services.api_cache_clear()
     from workflows.services import _PerProcess
 
-    _PerProcess.steps.clear()
-    notify.listener_stop()  # its connection would keep the test database from being dropped
+    _PerProcess.versions.clear()
+    _PerProcess.env = (0.0, {})
+    notify.listener_stop()
+    run_watch_stop()  # its connection would keep the test database from being dropped
 
 
 def needs_service(reason: str | None):

@@ -121,9 +121,10 @@ class Platform:
 
 
 class RecordingServer:
-    """A local HTTP server for the http step: answers JSON and records requests."""
+    """A local HTTP server for the http step: answers JSON and records requests
+    (500 for paths under /fail, and for the first ``fail_first`` requests)."""
 
-    def __init__(self):
+    def __init__(self, *, fail_first: int = 0):
         self.requests: list[dict] = []
         outer = self
 
@@ -134,7 +135,8 @@ class RecordingServer:
                 outer.requests.append(
                     {"method": self.command, "path": self.path, "body": body.decode()}
                 )
-                status = 500 if self.path.startswith("/fail") else 200
+                failing = self.path.startswith("/fail") or len(outer.requests) <= fail_first
+                status = 500 if failing else 200
                 payload = json.dumps({"echo": json.loads(body) if body else None, "ok": True})
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

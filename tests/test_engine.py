@@ -113,7 +113,17 @@ def test_code_step_runs_python_with_json_in_and_out_and_captures_prints():
 
 def test_code_step_sees_every_expression_name_by_default():
     execution = run([("c", "code", {"code": "return sorted(data)"})])
-    assert execution.output == ["body", "headers", "input", "method", "query", "steps"]
+    assert execution.output == [
+        "body",
+        "env",
+        "execution",
+        "headers",
+        "input",
+        "method",
+        "query",
+        "steps",
+        "vars",
+    ]
 
 
 def test_code_step_is_killed_at_its_time_limit():

@@ -9,9 +9,10 @@ from django_q.timeout import TimeoutHandler
 
 from tests.conftest import make_workflow
 from tests.helpers import queued_messages
-from workflows import services
+from workflows import lifecycle, services
+from workflows.lifecycle import execution_recover_stale
 from workflows.models import Execution, ExecutionStatus, Workflow
-from workflows.services import execution_recover_stale, execution_run, execution_start
+from workflows.services import execution_run, execution_start
 
 pytestmark = pytest.mark.django_db
 
@@ -30,33 +31,49 @@ def test_a_run_stopped_by_the_queue_timeout_is_recorded_as_failed():
     assert "stopped by its worker" in execution.error and execution.finished_at
 
 
-def test_a_run_whose_worker_vanished_is_failed_by_the_sweeper(settings):
+def test_a_run_whose_worker_stopped_renewing_its_lease_is_queued_again(settings):
+    execution = start()
+    now = timezone.now()
+    Execution.objects.filter(uid=execution.uid).update(
+        status=ExecutionStatus.RUNNING, started_at=now, lease_until=now - timedelta(seconds=1)
+    )
+    renewed = start()
+    Execution.objects.filter(uid=renewed.uid).update(
+        status=ExecutionStatus.RUNNING, started_at=now, lease_until=now + timedelta(seconds=30)
+    )
+    before = queued_messages()
+    assert execution_recover_stale()["recovered"] == 1
+    execution.refresh_from_db()
+    assert execution.status == ExecutionStatus.QUEUED and execution.recoveries == 1
+    assert queued_messages() == before + 1
+    assert Execution.objects.get(uid=renewed.uid).status == ExecutionStatus.RUNNING
+
+
+def test_a_run_whose_worker_keeps_vanishing_is_failed_after_the_allowed_recoveries(settings):
     execution = start()
     long_ago = timezone.now() - timedelta(seconds=settings.IOLINKER_RUN_TIMEOUT + 121)
     Execution.objects.filter(uid=execution.uid).update(
-        status=ExecutionStatus.RUNNING, started_at=long_ago
-    )
-    recent = start()
-    Execution.objects.filter(uid=recent.uid).update(
-        status=ExecutionStatus.RUNNING, started_at=timezone.now()
+        status=ExecutionStatus.RUNNING,
+        started_at=long_ago,
+        recoveries=settings.IOLINKER_RUN_MAX_RECOVERIES,
     )
     assert execution_recover_stale()["failed"] == 1
     execution.refresh_from_db()
     assert execution.status == ExecutionStatus.FAILED and "stopped without finishing" in (
         execution.error
     )
-    assert Execution.objects.get(uid=recent.uid).status == ExecutionStatus.RUNNING
 
 
 def test_a_queued_run_is_pushed_again_when_the_broker_is_not_transactional(settings, monkeypatch):
     monkeypatch.setattr(services, "_queue_is_transactional", lambda: False)
+    monkeypatch.setattr(lifecycle, "_queue_is_transactional", lambda: False)
     old = start()
     fresh = start()
     before = queued_messages()
     Execution.objects.filter(uid=old.uid).update(
         queued_at=timezone.now() - timedelta(seconds=settings.IOLINKER_REQUEUE_AFTER + 1)
     )
-    assert execution_recover_stale() == {"failed": 0, "requeued": 1}
+    assert execution_recover_stale() == {"failed": 0, "recovered": 0, "resumed": 0, "requeued": 1}
     assert queued_messages() == before + 1
     # Pushed again just now: not again on the next sweep.
     assert execution_recover_stale()["requeued"] == 0

@@ -1,15 +1,98 @@
-from django.contrib import admin
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Count
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.text import slugify
 
 from iolinker.admin_utils import pretty_json
-from workflows.models import Execution, Step, StepRun, Workflow
+from workflows import lifecycle
+from workflows.credentials import credential_set_secret
+from workflows.definition import (
+    DefinitionError,
+    sequence_errors,
+    workflow_clone,
+    workflow_export,
+    workflow_import,
+    workflow_version_save,
+)
+from workflows.models import (
+    SPEC_OPTIONS,
+    Credential,
+    EnvironmentVariable,
+    Execution,
+    Step,
+    StepRun,
+    Workflow,
+    WorkflowVersion,
+)
+
+
+class StepFormSet(BaseInlineFormSet):
+    """Checks what one step's form cannot: keys unique, jumps forward to a step."""
+
+    def clean(self):
+        super().clean()
+        rows = []
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", None)
+            if not data or data.get("DELETE") or not data.get("key") or not data.get("type"):
+                continue
+            spec = {"key": data["key"], "type": data["type"], "config": data.get("config") or {}}
+            spec.update({name: data.get(name) for name in SPEC_OPTIONS})
+            rows.append((data.get("position") or 0, spec))
+        rows.sort(key=lambda row: row[0])
+        problems = [
+            p
+            for p in sequence_errors([spec for _, spec in rows], where="steps")
+            if "config/" not in p
+        ]
+        if problems:
+            raise ValidationError(problems)
 
 
 class StepInline(admin.StackedInline):
     model = Step
+    formset = StepFormSet
     extra = 0
-    fields = [("position", "key", "type"), "config"]
+    fields = [
+        ("position", "key", "type"),
+        "config",
+        ("next", "on_error", "error_next"),
+        ("retries", "retry_interval", "retry_backoff", "timeout"),
+    ]
     ordering = ["position", "id"]
+
+
+class VersionInline(admin.TabularInline):
+    model = WorkflowVersion
+    extra = 0
+    fields = ["number", "created_at", "step_keys"]
+    readonly_fields = fields
+    ordering = ["-number"]
+    max_num = 0
+    can_delete = False
+    verbose_name_plural = "versions (each save that changes the definition makes one)"
+
+    @admin.display(description="Steps")
+    def step_keys(self, obj):
+        return " → ".join(step["key"] for step in obj.definition.get("steps", [])) or "—"
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="A JSON file written by Export (format iolinker.workflow).")
+    name = forms.CharField(required=False, help_text="Import under this name instead.")
+    replace = forms.BooleanField(
+        required=False, help_text="Replace the workflow of that name (a new version of it)."
+    )
 
 
 @admin.register(Workflow)
@@ -17,7 +100,72 @@ class WorkflowAdmin(admin.ModelAdmin):
     list_display = ["name", "enabled", "step_count", "api_list", "created_at"]
     list_filter = ["enabled"]
     search_fields = ["name", "description"]
-    inlines = [StepInline]
+    fields = ["name", "description", "enabled", "variables", "timeout_seconds"]
+    inlines = [StepInline, VersionInline]
+    actions = ["clone_selected", "export_selected"]
+    change_list_template = "admin/workflows/workflow/change_list.html"
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        version = workflow_version_save(workflow=form.instance)
+        self.message_user(request, f"Current version: {version.number}.", messages.INFO)
+
+    @admin.action(description="Clone selected workflows")
+    def clone_selected(self, request, queryset):
+        for workflow in queryset:
+            name = f"{workflow.name} (copy)"
+            number = 2
+            while Workflow.objects.filter(name=name).exists():
+                name, number = f"{workflow.name} (copy {number})", number + 1
+            workflow_clone(workflow=workflow, name=name)
+            self.message_user(request, f"Cloned {workflow.name!r} as {name!r}.", messages.SUCCESS)
+
+    @admin.action(description="Export selected workflows (JSON)")
+    def export_selected(self, request, queryset):
+        documents = [workflow_export(workflow=w) for w in queryset]
+        body = documents[0] if len(documents) == 1 else documents
+        filename = slugify(documents[0]["name"]) if len(documents) == 1 else "workflows"
+        response = HttpResponse(
+            json.dumps(body, indent=2, ensure_ascii=False), content_type="application/json"
+        )
+        response["Content-Disposition"] = f'attachment; filename="{filename}.json"'
+        return response
+
+    def get_urls(self):
+        return [
+            path(
+                "import/",
+                self.admin_site.admin_view(self.import_view),
+                name="workflows_workflow_import",
+            ),
+            *super().get_urls(),
+        ]
+
+    def import_view(self, request):
+        if not self.has_add_permission(request):
+            return HttpResponseRedirect(reverse("admin:workflows_workflow_changelist"))
+        form = ImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                document = json.loads(form.cleaned_data["file"].read())
+                documents = document if isinstance(document, list) else [document]
+                for doc in documents:
+                    workflow = workflow_import(
+                        document=doc,
+                        name=form.cleaned_data["name"] or None,
+                        replace=form.cleaned_data["replace"],
+                    )
+                    self.message_user(request, f"Imported {workflow.name!r}.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:workflows_workflow_changelist"))
+            except (ValueError, DefinitionError) as exc:
+                form.add_error("file", str(exc))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import workflows",
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/workflows/workflow/import.html", context)
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_steps=Count("steps", distinct=True))
@@ -74,13 +222,15 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["uid_text", "workflow", "api", "status", "created_at", "duration_text"]
     list_filter = ["status", "workflow"]
     list_select_related = ["workflow", "api"]
+    actions = ["cancel_selected", "rerun_selected"]
     search_fields = ["=uid"]
     search_help_text = "Exact execution uid"
     show_full_result_count = False
     inlines = [StepRunInline]
     fields = [
         ("uid_text", "status", "attempts"),
-        ("workflow", "api"),
+        ("workflow", "version_number", "api"),
+        ("parent", "rerun_of", "resume_at"),
         ("created_at", "started_at", "finished_at", "duration_text"),
         "error",
         "input_json",
@@ -91,7 +241,11 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "status",
         "attempts",
         "workflow",
+        "version_number",
         "api",
+        "parent",
+        "rerun_of",
+        "resume_at",
         "created_at",
         "started_at",
         "finished_at",
@@ -105,6 +259,28 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def uid_text(self, obj):
         return str(obj.uid)
 
+    @admin.display(description="Version")
+    def version_number(self, obj):
+        return f"v{obj.version.number}" if obj.version else "—"
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Cancel selected runs", permissions=["view"])
+    def cancel_selected(self, request, queryset):
+        for execution in queryset:
+            try:
+                lifecycle.execution_cancel(uid=execution.uid)
+                self.message_user(request, f"Cancel requested for {execution.uid}.")
+            except lifecycle.NotCancellable as exc:
+                self.message_user(request, f"{execution.uid}: {exc}", messages.WARNING)
+
+    @admin.action(description="Re-run selected runs with the same input", permissions=["view"])
+    def rerun_selected(self, request, queryset):
+        for execution in queryset:
+            new = lifecycle.execution_rerun(uid=execution.uid)
+            self.message_user(request, f"{execution.uid} re-run as {new.uid}.", messages.SUCCESS)
+
     @admin.display(description="Duration")
     def duration_text(self, obj):
         return f"{obj.duration.total_seconds():.3f} s" if obj.duration else "—"
@@ -116,3 +292,48 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description="Output")
     def output_json(self, obj):
         return pretty_json(obj.output)
+
+
+@admin.register(EnvironmentVariable)
+class EnvironmentVariableAdmin(admin.ModelAdmin):
+    list_display = ["name", "value_text", "description", "updated_at"]
+    search_fields = ["name", "description"]
+
+    @admin.display(description="Value")
+    def value_text(self, obj):
+        text = json.dumps(obj.value, ensure_ascii=False)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+
+class CredentialForm(forms.ModelForm):
+    base_url = forms.URLField(
+        assume_scheme="https",
+        help_text="e.g. https://api.openai.com/v1 (POSTs go to <base>/chat/completions)",
+    )
+    secret = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="The API key. Write-only: stored encrypted, never shown again; "
+        "leave empty to keep the current one.",
+    )
+
+    class Meta:
+        model = Credential
+        fields = ["name", "kind", "base_url", "model"]
+
+
+@admin.register(Credential)
+class CredentialAdmin(admin.ModelAdmin):
+    form = CredentialForm
+    list_display = ["name", "kind", "base_url", "model", "has_secret", "updated_at"]
+    fields = ["name", "kind", "base_url", "model", "secret"]
+
+    @admin.display(description="Key set", boolean=True)
+    def has_secret(self, obj):
+        return bool(obj.secret_encrypted)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if form.cleaned_data.get("secret"):
+            credential_set_secret(credential=obj, secret=form.cleaned_data["secret"])

@@ -6,18 +6,21 @@ def _iso(value):
     return value.isoformat() if value else None
 
 
-# The `code` of a run as callers see it: 0 while it runs and when it succeeded.
+# The `code` of a run as callers see it: 0 unless it ended without succeeding.
 RUN_CODES = {
     ExecutionStatus.QUEUED: 0,
     ExecutionStatus.RUNNING: 0,
+    ExecutionStatus.WAITING: 0,
     ExecutionStatus.SUCCEEDED: 0,
     ExecutionStatus.FAILED: 1,
+    ExecutionStatus.CANCELLED: 2,
+    ExecutionStatus.TIMED_OUT: 3,
 }
 
 
 def execution_status(execution: Execution) -> dict:
     """A run as its caller sees it (the status endpoint's body)."""
-    failed = execution.status == ExecutionStatus.FAILED
+    failed = RUN_CODES[execution.status] != 0
     return {
         "uid": str(execution.uid),
         "status": execution.status,
@@ -33,7 +36,7 @@ def execution_status(execution: Execution) -> dict:
 def execution_detail(*, uid: int) -> dict | None:
     """An execution with its step runs, as JSON-ready data (uids as strings)."""
     execution = (
-        Execution.objects.select_related("workflow", "api")
+        Execution.objects.select_related("workflow", "api", "version")
         .prefetch_related("step_runs")
         .filter(uid=uid)
         .first()
@@ -46,6 +49,10 @@ def execution_detail(*, uid: int) -> dict | None:
         "workflow": execution.workflow.name,
         "api": str(execution.api) if execution.api else None,
         "attempts": execution.attempts,
+        "version": execution.version.number if execution.version else None,
+        "parent": str(execution.parent_id) if execution.parent_id else None,
+        "rerunOf": str(execution.rerun_of_id) if execution.rerun_of_id else None,
+        "resumeAt": _iso(execution.resume_at),
         "createdAt": _iso(execution.created_at),
         "startedAt": _iso(execution.started_at),
         "finishedAt": _iso(execution.finished_at),
@@ -56,7 +63,9 @@ def execution_detail(*, uid: int) -> dict | None:
             {
                 "position": run.position,
                 "key": run.key,
+                "path": run.path,
                 "type": run.type,
+                "attempts": run.attempts,
                 "status": run.status,
                 "durationMs": run.duration_ms,
                 "input": run.input,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 from django_q.brokers.orm import ORM
@@ -16,10 +17,21 @@ from django_q.tasks import async_task
 from iolinker import errors
 from iolinker.errors import ApiError
 from workflows import engine
+from workflows.definition import definition_errors, definition_from_workflow, workflow_version_save
 from workflows.ids import UidUnavailable, next_uid
 from workflows.intake import GroupCommit
-from workflows.models import Execution, ExecutionStatus, Step, StepRun, Workflow
+from workflows.models import (
+    EnvironmentVariable,
+    Execution,
+    ExecutionStatus,
+    Step,
+    StepRun,
+    Workflow,
+    WorkflowVersion,
+)
 from workflows.notify import finished_announce, release_pooled_connection
+from workflows.steps import StepError
+from workflows.watch import run_watch_register, run_watch_unregister
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +55,12 @@ class _PerProcess:
     broker = None
     capture: "_MessageCapture | None" = None
     intake: GroupCommit | None = None
-    # Worker side: the chunk size that last took about CHUNK_SECONDS, and the steps
-    # of recently run workflows (expiry, steps), kept IOLINKER_API_CACHE_SECONDS.
+    # Worker side: the chunk size that last took about CHUNK_SECONDS, definitions
+    # of workflow versions (immutable, so kept), and the environment variables
+    # (expiry, values), kept IOLINKER_API_CACHE_SECONDS.
     chunk_size = 1
-    steps: dict[int, tuple[float, list[Step]]] = {}
+    versions: dict[int, dict] = {}
+    env: tuple[float, dict] = (0.0, {})
 
 
 _process_lock = threading.Lock()
@@ -90,17 +104,33 @@ def _process_start() -> None:
 
 
 def workflow_create(
-    *, name: str, steps: list[tuple[str, str, dict]], description: str = ""
+    *,
+    name: str,
+    steps: list[tuple[str, str, dict] | dict],
+    description: str = "",
+    variables: dict | None = None,
+    timeout_seconds: int | None = None,
 ) -> Workflow:
-    """A workflow with its steps (key, type, config) in order, each validated."""
+    """A workflow with its steps in order, each a (key, type, config) tuple or a
+    step of the definition format (workflows/definition.py); all validated, and
+    saved as version 1."""
     with transaction.atomic():
-        workflow = Workflow.objects.create(name=name, description=description)
-        for position, (key, step_type, config) in enumerate(steps, start=1):
-            step = Step(
-                workflow=workflow, position=position, key=key, type=step_type, config=config
-            )
+        workflow = Workflow.objects.create(
+            name=name,
+            description=description,
+            variables=variables or {},
+            timeout_seconds=timeout_seconds,
+        )
+        for position, spec in enumerate(steps, start=1):
+            if not isinstance(spec, dict):
+                spec = dict(zip(("key", "type", "config"), spec, strict=True))
+            step = Step(workflow=workflow, position=position, **spec)
             step.full_clean()
             step.save()
+        problems = definition_errors(definition_from_workflow(workflow))
+        if problems:
+            raise ValidationError(problems)
+        workflow_version_save(workflow=workflow)
     return workflow
 
 
@@ -343,28 +373,58 @@ def _claim_oldest(limit: int) -> dict[int, Execution]:
 
 
 def _claim_where(condition: str, params: list) -> dict[int, Execution]:
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    table = connection.ops.quote_name(Execution._meta.db_table)
+    """Claim: running, a lease, the first start kept (a resumed run's time limit
+    counts from it), and the workflow's current version pinned unless it has one."""
+    ops = connection.ops
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.IOLINKER_RUN_LEASE_SECONDS)
+    table = ops.quote_name(Execution._meta.db_table)
+    versions = ops.quote_name(WorkflowVersion._meta.db_table)
     return {
         execution.uid: execution
         for execution in Execution.objects.raw(
-            f"UPDATE {table} SET status = %s, started_at = %s, attempts = attempts + 1 "  # noqa: S608
+            f"UPDATE {table} SET status = %s, started_at = COALESCE(started_at, %s), "  # noqa: S608
+            "attempts = attempts + 1, lease_until = %s, version_id = COALESCE(version_id, "
+            f"(SELECT v.id FROM {versions} v WHERE v.workflow_id = {table}.workflow_id "
+            "ORDER BY v.number DESC LIMIT 1)) "
             f"WHERE {condition} AND status = %s RETURNING *",
-            [ExecutionStatus.RUNNING, now, *params, ExecutionStatus.QUEUED],
+            [
+                ExecutionStatus.RUNNING,
+                ops.adapt_datetimefield_value(now),
+                ops.adapt_datetimefield_value(lease),
+                *params,
+                ExecutionStatus.QUEUED,
+            ],
         )
     }
 
 
-def _workflow_steps(workflow_id: int) -> list[Step]:
-    state, now = _process(), time.monotonic()
-    cached = state.steps.get(workflow_id)
-    if cached is None or cached[0] <= now:
-        cached = (
-            now + settings.IOLINKER_API_CACHE_SECONDS,
-            list(Step.objects.filter(workflow_id=workflow_id)),
+def _definition(execution: Execution) -> dict:
+    """The definition the run pinned (immutable, so cached for good)."""
+    if execution.version_id is None:
+        # A workflow saved before versions existed (or edited without one): pin now.
+        version = workflow_version_save(workflow=Workflow.objects.get(pk=execution.workflow_id))
+        Execution.objects.filter(uid=execution.uid).update(version=version)
+        execution.version_id = version.pk
+    cache = _process().versions
+    definition = cache.get(execution.version_id)
+    if definition is None:
+        if len(cache) > 1000:
+            cache.clear()
+        definition = WorkflowVersion.objects.values_list("definition", flat=True).get(
+            pk=execution.version_id
         )
-        state.steps[workflow_id] = cached
-    return cached[1]
+        cache[execution.version_id] = definition
+    return definition
+
+
+def _environment() -> dict:
+    """Global environment variables (env.<name> in expressions), briefly cached."""
+    state, now = _process(), time.monotonic()
+    if state.env[0] <= now:
+        values = dict(EnvironmentVariable.objects.values_list("name", "value"))
+        state.env = (now + settings.IOLINKER_API_CACHE_SECONDS, values)
+    return state.env[1]
 
 
 def _run_chunk(executions: dict[int, Execution]) -> None:
@@ -376,7 +436,7 @@ def _run_chunk(executions: dict[int, Execution]) -> None:
         for uid in claimed:
             execution = executions[uid]
             started.add(uid)
-            _run_one(execution, _workflow_steps(execution.workflow_id), step_runs)
+            _run_one(execution, step_runs)
             finished.append(execution)
     except BaseException as exc:
         # django-q2's TimeoutException (a SystemExit), KeyboardInterrupt, a bug:
@@ -385,7 +445,13 @@ def _run_chunk(executions: dict[int, Execution]) -> None:
             execution = executions[uid]
             if execution not in finished:
                 logger.error("Execution %s interrupted: %r", uid, exc)
-                _finish(execution, False, None, f"The run was stopped by its worker: {exc!r}")
+                _finish(
+                    execution,
+                    engine.Outcome(
+                        ExecutionStatus.FAILED,
+                        error=f"The run was stopped by its worker: {exc!r}",
+                    ),
+                )
                 finished.append(execution)
         _save(finished, step_runs)
         unstarted = [uid for uid in claimed if uid not in started]
@@ -398,27 +464,74 @@ def _run_chunk(executions: dict[int, Execution]) -> None:
     _save(finished, step_runs)
 
 
-def _run_one(execution: Execution, steps: list[Step], step_runs: list[StepRun]) -> None:
+def _run_one(execution: Execution, step_runs: list[StepRun], *, depth: int = 0, control=None):
+    """Run one claimed execution (its step records go to ``step_runs`` unless
+    already written) and set its outcome on it, unsaved.
+
+    Step results are durable as they finish: a step with side effects (anything
+    not ``pure``) is written at once, so a run taken back from a dead worker or
+    resumed after a delay replays it instead of repeating it. Pure steps of a
+    short run are written with the run's end (repeating them is harmless).
+    """
     t0 = time.monotonic()
     own: list[StepRun] = []
 
-    def record(step_run: StepRun) -> None:
+    def record(step_run: StepRun, pure: bool) -> None:
         own.append(step_run)
-        if time.monotonic() - t0 > STREAM_AFTER_S:
-            # A long run: make its progress visible now rather than at the end.
+        if not pure or time.monotonic() - t0 > STREAM_AFTER_S:
             StepRun.objects.bulk_create(own)
             own.clear()
 
-    outcome = engine.run_steps(execution, steps, record)
+    definition = _definition(execution)
+    previous = {}
+    if execution.attempts > 1 or depth:
+        for step_run in StepRun.objects.filter(execution_id=execution.uid).order_by("position"):
+            previous[step_run.path or step_run.key] = step_run
+    cancelled = run_watch_register(execution.uid)
+    try:
+        if control is not None and control.cancelled.is_set():
+            cancelled.set()
+        if execution.cancel_requested:
+            cancelled.set()
+        run_control = engine.Control(
+            cancelled=cancelled,
+            deadline=_deadline(execution, definition, control),
+            timeout_seconds=definition.get("timeout_seconds"),
+        )
+        outcome = engine.Runner(
+            execution,
+            definition,
+            record=record,
+            previous=previous,
+            control=run_control,
+            env=_environment(),
+            version_key=str(execution.version_id),
+            children=_ChildRuns(depth + 1, cancelled),
+        ).run()
+    finally:
+        run_watch_unregister(execution.uid)
     step_runs.extend(own)
-    _finish(execution, outcome.succeeded, outcome.output, outcome.error)
+    _finish(execution, outcome)
 
 
-def _finish(execution: Execution, succeeded: bool, output, error: str) -> None:
-    execution.status = ExecutionStatus.SUCCEEDED if succeeded else ExecutionStatus.FAILED
-    execution.output = output
-    execution.error = error
-    execution.finished_at = timezone.now()
+def _deadline(execution: Execution, definition: dict, parent=None) -> float | None:
+    """The run's time limit on the monotonic clock, counted from its first start."""
+    deadline = parent.deadline if parent is not None else None
+    limit = definition.get("timeout_seconds")
+    if limit:
+        started = execution.started_at or timezone.now()
+        left = (started + timedelta(seconds=limit) - timezone.now()).total_seconds()
+        own = time.monotonic() + left
+        deadline = own if deadline is None else min(deadline, own)
+    return deadline
+
+
+def _finish(execution: Execution, outcome: "engine.Outcome") -> None:
+    execution.status = outcome.status
+    execution.output = outcome.output
+    execution.error = outcome.error
+    execution.resume_at = outcome.resume_at
+    execution.finished_at = None if outcome.resume_at else timezone.now()
 
 
 def _save(finished: list[Execution], step_runs: list[StepRun]) -> None:
@@ -439,6 +552,7 @@ def _save(finished: list[Execution], step_runs: list[StepRun]) -> None:
             output_field.get_db_prep_value(e.output, connection),
             e.error,
             ops.adapt_datetimefield_value(e.finished_at),
+            ops.adapt_datetimefield_value(e.resume_at),
             e.uid,
         )
         for e in finished
@@ -449,48 +563,117 @@ def _save(finished: list[Execution], step_runs: list[StepRun]) -> None:
             with connection.cursor() as cursor:
                 cursor.executemany(
                     f"UPDATE {table} SET status = %s, output = %s, error = %s, "  # noqa: S608
-                    "finished_at = %s WHERE uid = %s",
+                    "finished_at = %s, resume_at = %s, lease_until = NULL WHERE uid = %s",
                     rows,
                 )
-            finished_announce([e.uid for e in finished])
+            finished_announce([e.uid for e in finished if e.is_final])
+            resume_times = {e.resume_at for e in finished if e.resume_at}
+            if resume_times:
+                _resume_schedule(resume_times)
 
 
-def execution_recover_stale() -> dict[str, int]:
-    """End runs whose worker vanished; re-queue runs whose queue message was lost.
+def _resume_schedule(times: set) -> None:
+    """A one-off django-q2 schedule at each wake-up time of waiting runs (its
+    scheduler looks every 30 s; the every-minute sweeper is the fallback)."""
+    from django_q.models import Schedule
 
-    * `running` longer than the run timeout (+2 min): the worker was killed
-      (SIGKILL, OOM, machine lost) before it could record anything -> failed.
-    * `queued` for IOLINKER_REQUEUE_AFTER with a non-transactional broker
-      (Redis: at-most-once delivery, a crash between commit and push) -> the
-      message is pushed again. A duplicate message is harmless: the claim
-      lets only one delivery run.
-    """
-    now = timezone.now()
-    stale_after = timedelta(seconds=settings.IOLINKER_RUN_TIMEOUT + 120)
-    failed = Execution.objects.filter(
-        status=ExecutionStatus.RUNNING, started_at__lt=now - stale_after
-    ).update(
-        status=ExecutionStatus.FAILED,
-        finished_at=now,
-        error="The worker running this execution stopped without finishing it "
-        "(killed, out of memory or past the run timeout)",
+    Schedule.objects.bulk_create(
+        Schedule(
+            func="workflows.tasks.resume_waiting_executions",
+            schedule_type=Schedule.ONCE,
+            repeats=-1,
+            next_run=at,
+        )
+        for at in sorted(times)
     )
-    requeued = 0
-    if not _queue_is_transactional():
-        cutoff = now - timedelta(seconds=settings.IOLINKER_REQUEUE_AFTER)
-        stale = Execution.objects.filter(status=ExecutionStatus.QUEUED, queued_at__lt=cutoff)
-        uids = list(stale.values_list("uid", flat=True)[:5000])
-        if uids:
-            # Only those still queued when we mark them (another sweeper may race us).
-            marked = Execution.objects.filter(uid__in=uids, status=ExecutionStatus.QUEUED)
-            requeued = marked.update(queued_at=now)
-            if requeued:
-                # Push only the runs this sweep marked, not ones claimed meanwhile.
-                mine = Execution.objects.filter(
-                    uid__in=uids, status=ExecutionStatus.QUEUED, queued_at=now
-                )
-                if mine_uids := list(mine.values_list("uid", flat=True)):
-                    execution_enqueue(uids=mine_uids)
-    if failed or requeued:
-        logger.warning("Recovered stale executions: %s failed, %s re-queued", failed, requeued)
-    return {"failed": failed, "requeued": requeued}
+
+
+def execution_insert_and_queue(execution: Execution) -> Execution:
+    """Write one new queued run (re-runs, sub-workflow children) and queue it: in
+    one transaction with the ORM broker; with Redis the run is removed again when
+    the push fails (as for triggers, see execution_queue)."""
+    if execution.uid is None:
+        try:
+            execution.uid = next_uid()
+        except UidUnavailable as exc:
+            raise ApiError(errors.UNAVAILABLE) from exc
+    execution.status = ExecutionStatus.QUEUED
+    if _queue_is_transactional():
+        with transaction.atomic():
+            execution.save(force_insert=True)
+            execution_enqueue(uids=[execution.uid])
+        return execution
+    execution.save(force_insert=True)
+    try:
+        execution_enqueue(uids=[execution.uid])
+    except Exception as exc:
+        execution.delete()
+        raise ApiError(errors.UNAVAILABLE, "The run queue is unavailable, try again later") from exc
+    return execution
+
+
+class _ChildRuns:
+    """How a subworkflow step runs its child (engine.Runner.run_child)."""
+
+    def __init__(self, depth: int, cancelled):
+        self.depth = depth
+        self.cancelled = cancelled
+
+    def __call__(self, *, parent, workflow, body, wait, path, control, timeout):
+        child_workflow = Workflow.objects.filter(name=workflow).first()
+        if child_workflow is None:
+            raise StepError(f"no workflow named {workflow!r}")
+        if not child_workflow.enabled:
+            raise StepError(f"workflow {workflow!r} is disabled")
+        trigger_input = {"method": "SUBWORKFLOW", "body": body, "query": {}, "headers": {}}
+        if not wait:
+            child = execution_insert_and_queue(
+                Execution(workflow=child_workflow, parent=parent, input=trigger_input)
+            )
+            return {"uid": str(child.uid)}
+        if self.depth > settings.IOLINKER_SUBWORKFLOW_DEPTH:
+            raise StepError(
+                f"sub-workflows nest deeper than {settings.IOLINKER_SUBWORKFLOW_DEPTH} levels"
+            )
+        child = self._child(parent, child_workflow, path, trigger_input)
+        if not child.is_final:
+            step_runs: list[StepRun] = []
+            _run_one(child, step_runs, depth=self.depth, control=control)
+            _save([child], step_runs)
+        if child.status == ExecutionStatus.WAITING:
+            # The child waits for a delay: so does its parent, which resumes it.
+            raise engine.waiting_until(child.resume_at)
+        if child.status != ExecutionStatus.SUCCEEDED:
+            raise StepError(
+                f"sub-workflow {workflow!r} ({child.uid}) ended {child.status}: {child.error}",
+                output={"uid": str(child.uid), "status": child.status, "error": child.error},
+            )
+        return child.output
+
+    def _child(self, parent, child_workflow, path, trigger_input) -> Execution:
+        """The child run of this step: made now, or the one an earlier attempt of
+        the parent made (resumed: it replays its finished steps)."""
+        child = Execution.objects.filter(parent=parent, parent_step=path).first()
+        now = timezone.now()
+        if child is None:
+            child = Execution(
+                uid=next_uid(),
+                workflow=child_workflow,
+                parent=parent,
+                parent_step=path,
+                input=trigger_input,
+                status=ExecutionStatus.RUNNING,
+                created_at=now,
+                queued_at=now,
+                started_at=now,
+                attempts=1,
+            )
+            child.save(force_insert=True)
+        elif not child.is_final:
+            Execution.objects.filter(uid=child.uid).update(
+                status=ExecutionStatus.RUNNING, attempts=child.attempts + 1, resume_at=None
+            )
+            child.status, child.attempts = ExecutionStatus.RUNNING, child.attempts + 1
+        if child.version_id is None:
+            _definition(child)
+        return child

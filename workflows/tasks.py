@@ -1,10 +1,7 @@
 """django-q2 task entry points: take ids, let the services re-fetch the rows."""
 
-from workflows.services import (
-    execution_recover_stale,
-    execution_run_batch,
-    execution_worker_may_steal,
-)
+from workflows.lifecycle import execution_recover_stale, execution_resume_due
+from workflows.services import execution_run_batch, execution_worker_may_steal
 
 
 def run_executions(uids: list[int]) -> None:
@@ -14,3 +11,8 @@ def run_executions(uids: list[int]) -> None:
 def recover_stale_executions() -> dict[str, int]:
     """Scheduled every minute (migration workflows 0002)."""
     return execution_recover_stale()
+
+
+def resume_waiting_executions() -> int:
+    """Scheduled once at each wake-up time of waiting runs (services._resume_schedule)."""
+    return execution_resume_due()

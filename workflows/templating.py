@@ -17,7 +17,18 @@ from functools import lru_cache
 from jinja2 import StrictUndefined, TemplateError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+class _JsonEnvironment(SandboxedEnvironment):
+    """``body.items`` means the request's ``items`` key, not dict.items: on a JSON
+    object, a key wins over a Python attribute of the same name."""
+
+    def getattr(self, obj, attribute):
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+_ENV = _JsonEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
 
 

@@ -1,5 +1,8 @@
+import threading
+import time
 from dataclasses import dataclass, field
-from typing import ClassVar
+from datetime import datetime
+from typing import Any, ClassVar
 
 import jsonschema
 
@@ -20,21 +23,46 @@ class StepError(Exception):
         self.output = output
 
 
+class Stopped(Exception):
+    """The run was cancelled or passed its time limit while a step waited."""
+
+
 @dataclass
 class StepContext:
-    """What a running step can see: expression names and a place for its logs."""
+    """What a running step can see: expression names, its limits, a place for its
+    logs, and (through ``engine``) the ways a step may run other steps."""
 
-    data: dict  # input, body, query, headers, method, steps
+    data: dict  # input, body, query, headers, method, vars, env, execution, steps
     execution_uid: int
     step_key: str
     logs: list[str] = field(default_factory=list)
-    step_id: int | None = None  # the Step row (None for a step not saved)
+    # Identifies this step of this workflow version (sandbox sessions are per step).
+    step_id: int | str | None = None
+    path: str = ""  # where in the run: "key", or "loop[2].key" inside loops
+    deadline: float | None = None  # time.monotonic() by which this attempt must end
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    engine: Any = None  # the engine's Runner (loop and subworkflow steps use it)
 
     def render(self, value):
         try:
             return templating.render(value, self.data)
         except templating.ExpressionError as exc:
             raise StepError(str(exc)) from exc
+
+    def time_left(self, default: float) -> float:
+        """A step's own timeout, cut to what its step and run limits leave."""
+        if self.deadline is None:
+            return default
+        return max(0.001, min(default, self.deadline - time.monotonic()))
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, waking up at once when the run is cancelled or out of time."""
+        end = time.monotonic() + seconds
+        if self.deadline is not None and self.deadline < end:
+            self.cancelled.wait(max(0.0, self.deadline - time.monotonic()))
+            raise StepError(f"the step's time limit ended a {seconds:g} s wait")
+        if self.cancelled.wait(seconds):
+            raise Stopped("cancelled")
 
 
 class StepType:
@@ -46,6 +74,11 @@ class StepType:
     literal_keys: ClassVar[frozenset[str]] = frozenset()
     # The output of this step becomes the workflow's output.
     sets_output: ClassVar[bool] = False
+    # No side effects and cheap: its record may be written with the run's end
+    # (a resumed run simply runs it again). Others are recorded as they finish.
+    pure: ClassVar[bool] = False
+    # Its failure fails the run whatever the step's on-error policy (the fail step).
+    fatal: ClassVar[bool] = False
 
     def validate(self, config) -> list[str]:
         validator = jsonschema.Draft202012Validator(self.schema)
@@ -62,6 +95,22 @@ class StepType:
     def check(self, config: dict) -> list[str]:
         """Extra validation beyond the schema (override when needed)."""
         return []
+
+    def targets(self, config: dict) -> list[str]:
+        """Keys of steps this step may jump to (checked to be later steps)."""
+        return []
+
+    def sequences(self, config: dict) -> list[list[dict]]:
+        """Lists of steps inside this step's config (a loop's body)."""
+        return []
+
+    def next_step(self, output) -> str:
+        """The step to go on with after this output ("" for the usual next)."""
+        return ""
+
+    def hold_until(self, output) -> datetime | None:
+        """A time before which the run must not go past this step (delay)."""
+        return None
 
     def resolve_input(self, config: dict, ctx: StepContext):
         """The step's input as recorded on its step run: the config with templates rendered."""

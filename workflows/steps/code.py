@@ -9,10 +9,11 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from workflows.steps import _zygote
-from workflows.steps.base import StepError, StepType, register
+from workflows.steps.base import StepError, StepType, Stopped, register
 
 _ZYGOTE = str(Path(__file__).with_name("_zygote.py"))
 # What the sandbox sees of the environment: nothing of the platform's settings.
@@ -23,6 +24,8 @@ DEFAULT_MEMORY_MB = 256
 PR_SET_DUMPABLE = 4
 # Extra wait for the zygote's answer beyond the step timeout before giving up on it.
 _ANSWER_GRACE_S = 5
+# How often a waiting step looks at the run's cancel flag.
+_CANCEL_CHECK_S = 0.1
 
 
 class _Sandbox:
@@ -37,15 +40,19 @@ class _Sandbox:
     proc: subprocess.Popen | None = None
 
     @classmethod
-    def call(cls, request: dict) -> dict:
+    def call(cls, request: dict, cancelled: threading.Event | None = None) -> dict:
+        """Run a request; a set ``cancelled`` kills the sandbox (and the step's
+        child with it) within _CANCEL_CHECK_S and raises Stopped."""
         with cls.lock:
             proc = cls._ensure()
             try:
                 _zygote.write_frame(proc.stdin, request)
-                if not select.select([proc.stdout], [], [], request["timeout"] + _ANSWER_GRACE_S)[
-                    0
-                ]:
-                    raise TimeoutError("the sandbox did not answer")
+                give_up = time.monotonic() + request["timeout"] + _ANSWER_GRACE_S
+                while not select.select([proc.stdout], [], [], _CANCEL_CHECK_S)[0]:
+                    if cancelled is not None and cancelled.is_set():
+                        raise Stopped("cancelled")
+                    if time.monotonic() > give_up:
+                        raise TimeoutError("the sandbox did not answer")
                 answer = _zygote.read_frame(proc.stdout)
                 if answer is None:
                     raise EOFError("the sandbox closed its pipe")
@@ -118,7 +125,7 @@ class Code(StepType):
         return resolved
 
     def run(self, resolved, ctx):
-        timeout = resolved.get("timeout", DEFAULT_TIMEOUT_S)
+        timeout = ctx.time_left(resolved.get("timeout", DEFAULT_TIMEOUT_S))
         request = {
             "code": resolved["code"],
             "data": resolved["input"],
@@ -129,11 +136,11 @@ class Code(StepType):
             "session": _session_key(ctx, resolved),
         }
         try:
-            result = _Sandbox.call(request)
+            result = _Sandbox.call(request, ctx.cancelled)
         except (OSError, TimeoutError, EOFError, ValueError) as exc:
             raise StepError(f"The code sandbox failed: {exc}") from None
         if result.get("timeout"):
-            raise StepError(f"Code step timed out after {timeout:g} s")
+            raise StepError(f"Code step timed out after {timeout:.3g} s")
         if result.get("logs"):
             ctx.logs.append(result["logs"])
         if not result["ok"]:

@@ -45,7 +45,7 @@ class Http(StepType):
         kwargs = {"headers": resolved.get("headers") or {}, "params": resolved.get("query")}
         if "json" in resolved:
             kwargs["json"] = resolved["json"]
-        timeout = resolved.get("timeout", DEFAULT_TIMEOUT_S)
+        timeout = ctx.time_left(resolved.get("timeout", DEFAULT_TIMEOUT_S))
         try:
             with (
                 httpx.Client(timeout=timeout, follow_redirects=True) as client,
@@ -53,7 +53,7 @@ class Http(StepType):
             ):
                 content = _read_limited(response, deadline=time.monotonic() + timeout)
         except httpx.TimeoutException:
-            raise StepError(f"HTTP {method} {url} timed out after {timeout:g} s") from None
+            raise StepError(f"HTTP {method} {url} timed out after {timeout:.3g} s") from None
         except httpx.HTTPError as exc:
             raise StepError(f"HTTP {method} {url} failed: {exc}") from None
         output = {

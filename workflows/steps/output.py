@@ -6,6 +6,7 @@ class Output(StepType):
     """Set the workflow's output (the last output step run wins)."""
 
     name = "output"
+    pure = True
     label = "Output (set the workflow's output)"
     sets_output = True
     schema = {

@@ -6,6 +6,7 @@ class Transform(StepType):
     """Build a JSON value from templates over the trigger input and earlier outputs."""
 
     name = "transform"
+    pure = True
     label = "Transform (build JSON from expressions)"
     schema = {
         "type": "object",

@@ -1,0 +1,124 @@
+"""A worker process's watch over the runs it is running (one thread per process).
+
+* Cancel: every IOLINKER_CANCEL_POLL_MS it reads the cancel flag of the runs that
+  have been running longer than that, and sets their event; the engine stops at
+  the next step boundary and a waiting step (code, delay, retry) wakes at once.
+  Runs shorter than one poll never cost a query.
+* Lease: every third of IOLINKER_RUN_LEASE_SECONDS it pushes ``lease_until`` of
+  its runs forward. A worker that dies stops renewing; the reaper then takes the
+  run back (lifecycle.execution_recover_stale).
+
+The thread has its own database connection, closed whenever nothing runs.
+"""
+
+import logging
+import os
+import threading
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.utils import timezone
+
+from workflows.models import Execution, ExecutionStatus
+
+logger = logging.getLogger(__name__)
+
+
+class _Watch:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.runs: dict[int, tuple[float, threading.Event]] = {}
+        self.wake = threading.Event()
+        self.stopping = False
+        self.thread: threading.Thread | None = None
+        self.pid = os.getpid()
+
+    def register(self, uid: int) -> threading.Event:
+        event = threading.Event()
+        with self.lock:
+            self.runs[uid] = (time.monotonic(), event)
+            if self.thread is None or not self.thread.is_alive():
+                self.stopping = False
+                self.thread = threading.Thread(target=self._loop, name="run-watch", daemon=True)
+                self.thread.start()
+        return event
+
+    def unregister(self, uid: int) -> None:
+        with self.lock:
+            self.runs.pop(uid, None)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            thread = self.thread
+        self.wake.set()
+        if thread is not None:
+            thread.join(timeout=5)
+        self.wake.clear()
+
+    def _loop(self) -> None:
+        poll = settings.IOLINKER_CANCEL_POLL_MS / 1000
+        renew_every = settings.IOLINKER_RUN_LEASE_SECONDS / 3
+        last_renew = time.monotonic()
+        try:
+            while not self.stopping:
+                self.wake.wait(poll)
+                now = time.monotonic()
+                with self.lock:
+                    running = dict(self.runs)
+                if not running:
+                    connection.close()
+                    last_renew = now
+                    continue
+                older = {uid: ev for uid, (since, ev) in running.items() if now - since >= poll}
+                try:
+                    if older:
+                        self._cancel_check(older)
+                    if now - last_renew >= renew_every:
+                        last_renew = now
+                        self._renew(list(running))
+                except DatabaseError as exc:
+                    logger.warning("Run watch could not reach the database: %s", exc)
+                    connection.close()
+        finally:
+            connection.close()
+
+    @staticmethod
+    def _cancel_check(runs: dict[int, threading.Event]) -> None:
+        for uid in Execution.objects.filter(uid__in=list(runs), cancel_requested=True).values_list(
+            "uid", flat=True
+        ):
+            runs[uid].set()
+
+    @staticmethod
+    def _renew(uids: list[int]) -> None:
+        until = timezone.now() + timedelta(seconds=settings.IOLINKER_RUN_LEASE_SECONDS)
+        Execution.objects.filter(uid__in=uids, status=ExecutionStatus.RUNNING).update(
+            lease_until=until
+        )
+
+
+_watch = _Watch()
+
+
+def _watch_for_this_process() -> _Watch:
+    global _watch
+    if _watch.pid != os.getpid():
+        _watch = _Watch()  # forked: the parent's thread did not come along
+    return _watch
+
+
+def run_watch_register(uid: int) -> threading.Event:
+    """Watch a run this process starts; its event is set when it is cancelled."""
+    return _watch_for_this_process().register(uid)
+
+
+def run_watch_unregister(uid: int) -> None:
+    _watch_for_this_process().unregister(uid)
+
+
+def run_watch_stop() -> None:
+    """Stop the thread and close its connection (tests, before dropping the database)."""
+    _watch_for_this_process().stop()
