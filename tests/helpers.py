@@ -87,10 +87,11 @@ def child_env(**extra: str) -> dict:
 class Platform:
     """The web server and a qcluster as real child processes on the test database."""
 
-    def __init__(self, *, redis_url: str | None = None, workers: int = 2):
+    def __init__(self, *, redis_url: str | None = None, workers: int = 2, env: dict | None = None):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         extra = {"IOLINKER_WORKERS": str(workers), "IOLINKER_QUEUE_NAME": f"test-{self.port}"}
+        extra.update(env or {})
         if redis_url:
             extra["REDIS_URL"] = redis_url
         self.env = child_env(**extra)
@@ -110,6 +111,15 @@ class Platform:
             raise
         return self
 
+    def kill(self) -> None:
+        """SIGKILL the web server, the cluster and its workers at once (`serve`
+        starts each in its own process group)."""
+        for pid in _children(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, 9)
+        os.killpg(self.proc.pid, 9)
+        self.proc.wait()
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -118,6 +128,17 @@ class Platform:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait()
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    children.append(int(entry.name))
+    return children
 
 
 class RecordingServer:

@@ -1,0 +1,27 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from workflows.lifecycle import NotCancellable, execution_cancel
+
+
+class Command(BaseCommand):
+    help = (
+        "Cancel a run by uid: a queued or waiting run ends cancelled now; a running one "
+        "stops at its next step boundary (a running code step is killed)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("uid")
+
+    def handle(self, *args, uid, **options):
+        if not uid.isascii() or not uid.isdigit():
+            raise CommandError(f"{uid!r} is not an execution uid")
+        try:
+            execution = execution_cancel(uid=int(uid))
+        except NotCancellable as exc:
+            raise CommandError(str(exc)) from None
+        if execution is None:
+            raise CommandError(f"No execution {uid}")
+        if execution.status == "cancelled":
+            self.stdout.write(f"{uid}: cancelled")
+        else:
+            self.stdout.write(f"{uid}: cancel requested (it is {execution.status})")

@@ -1,0 +1,18 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from workflows.lifecycle import execution_rerun
+
+
+class Command(BaseCommand):
+    help = "Run an execution's workflow again with the same input: prints the new run's uid."
+
+    def add_arguments(self, parser):
+        parser.add_argument("uid")
+
+    def handle(self, *args, uid, **options):
+        if not uid.isascii() or not uid.isdigit():
+            raise CommandError(f"{uid!r} is not an execution uid")
+        execution = execution_rerun(uid=int(uid))
+        if execution is None:
+            raise CommandError(f"No execution {uid}")
+        self.stdout.write(str(execution.uid))
