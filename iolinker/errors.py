@@ -28,6 +28,16 @@ NOT_FOUND = ErrorSpec("requestError.notFound", 404, "API not found")
 METHOD_NOT_ALLOWED = ErrorSpec("requestError.methodNotAllowed", 405, "Method not allowed")
 PAYLOAD_TOO_LARGE = ErrorSpec("requestError.payloadTooLarge", 413, "Request body is too large")
 BAD_REQUEST = ErrorSpec("requestError.badRequest", 400, "Bad request")
+IDEMPOTENCY_KEY_INVALID = ErrorSpec(
+    "requestError.invalidParams",
+    400,
+    "Idempotency-Key must be 1 to 255 printable ASCII characters",
+)
+IDEMPOTENCY_KEY_REUSED = ErrorSpec(
+    "requestError.idempotencyKeyReused",
+    422,
+    "This Idempotency-Key was already used with a different request",
+)
 UNAVAILABLE = ErrorSpec(
     "serverError.unavailable", 503, "Service temporarily unavailable, try again later"
 )

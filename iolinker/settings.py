@@ -139,6 +139,9 @@ IOLINKER_MAX_BODY_BYTES = env_int("IOLINKER_MAX_BODY_BYTES", 1024 * 1024, minimu
 # process may wait at once (each holds a request thread; more answer at once).
 IOLINKER_STATUS_MAX_WAIT = env_int("IOLINKER_STATUS_MAX_WAIT", 30, minimum=0, maximum=300)
 IOLINKER_STATUS_MAX_WAITERS = env_int("IOLINKER_STATUS_MAX_WAITERS", 16, minimum=0)
+# How long an Idempotency-Key answers with its first run (then it is purged, and
+# reusing it starts a new run).
+IOLINKER_IDEMPOTENCY_SECONDS = env_int("IOLINKER_IDEMPOTENCY_SECONDS", 24 * 3600, minimum=1)
 # Request headers kept in a run's trigger input (credentials never are).
 IOLINKER_TRIGGER_HEADERS = frozenset(
     h.lower()

@@ -28,7 +28,12 @@ from django.http import QueryDict  # noqa: E402
 from django.http.request import split_domain_port, validate_host  # noqa: E402
 
 from iolinker import errors, responses  # noqa: E402
-from triggers.views import body_read, body_reader, location, trigger_accept  # noqa: E402
+from triggers.views import (  # noqa: E402
+    accepted_headers,
+    body_read,
+    body_reader,
+    trigger_accept,
+)
 
 security_logger = logging.getLogger("django.security.DisallowedHost")
 
@@ -83,7 +88,7 @@ class TriggerApplication:
         try:
             if not self._host_allowed(environ):
                 return errors.BAD_REQUEST.status, [], responses.error_body(errors.BAD_REQUEST)
-            uid = trigger_accept(
+            accepted = trigger_accept(
                 module=module,
                 method=method,
                 http_method=http_method,
@@ -96,8 +101,8 @@ class TriggerApplication:
                 exc, method=http_method, path=environ["PATH_INFO"]
             )
             return spec.status, list(extra.items()), responses.error_body(spec, message)
-        body = responses.ok_body({"uid": uid})
-        return 202, [("Location", location(module, method, uid))], body
+        body = responses.ok_body({"uid": str(accepted.uid)})
+        return 202, accepted_headers(module, method, accepted), body
 
     @staticmethod
     def _host_allowed(environ) -> bool:

@@ -96,3 +96,39 @@ class ApiDefinition(models.Model):
         if self.auth_mode == AuthMode.PASSWORD:
             return bool(self.auth_user and self.password_hash)
         return True
+
+
+class IdempotencyKey(models.Model):
+    """A caller's ``Idempotency-Key`` on an API, and the run it started.
+
+    ``uid`` is not a foreign key: runs may be purged while the key still
+    answers within its window (the replay then names a uid whose status is 404,
+    as the original answer would by then). ``fingerprint`` identifies the
+    request the key was first used with (triggers/services.py, request_fingerprint).
+    ``created_at`` is set by the service, not ``auto_now_add``: replacing an
+    expired key starts its window again.
+    """
+
+    # No index of its own: the unique constraint's index starts with api_id and
+    # serves the cascade on an API's deletion.
+    api = models.ForeignKey(
+        ApiDefinition, on_delete=models.CASCADE, related_name="idempotency_keys", db_index=False
+    )
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    uid = models.BigIntegerField("execution uid")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # Also the index of the trigger's lookup by (api, key), and what makes
+            # a concurrent duplicate wait for the first request's transaction.
+            models.UniqueConstraint(fields=["api", "key"], name="idempotency_key_unique_per_api")
+        ]
+        indexes = [
+            # Serves the purge of expired keys (created_at < cutoff).
+            models.Index(fields=["created_at"], name="idempotency_key_created_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.api_id}:{self.key}"

@@ -1,20 +1,24 @@
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
 from django.core.cache import caches
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from iolinker import errors
 from iolinker.errors import ApiError
-from triggers.models import ApiDefinition, AuthMode
+from triggers.models import ApiDefinition, AuthMode, IdempotencyKey
 from workflows.models import Execution
-from workflows.services import execution_queue
+from workflows.services import execution_queue, execution_queue_once
 
 TOKEN_BYTES = 32
 # Never stored with a run, whatever IOLINKER_TRIGGER_HEADERS says.
@@ -31,26 +35,188 @@ class TriggerCall:
     read_body: Callable[[], dict] = dict
     # None: the API's own verb (operator commands).
     http_method: str | None = None
+    # The caller's Idempotency-Key (None: no header, the common case).
+    idempotency_key: str | None = None
 
 
-def api_call(*, module: str, method: str, call: TriggerCall, authenticate: bool = True) -> int:
-    """Accept a call of an API: check it, record its run and queue it; the run's uid.
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An accepted call: its run's uid, and whether an Idempotency-Key named an
+    earlier run (``replayed``: nothing was started, the caller gets that run)."""
+
+    uid: int
+    replayed: bool = False
+
+
+def api_call(*, module: str, method: str, call: TriggerCall, authenticate: bool = True) -> Accepted:
+    """Accept a call of an API: check it, record its run and queue it.
 
     The one code path of HTTP triggers and `fire_api` (which skips caller
     authentication: the operator is trusted, the enabled switch still holds).
+    A call with an idempotency key goes through api_call_once; one without pays
+    nothing for the feature (no query, no lookup).
     """
     api = api_get(module=module, method=method)
     http_method = call.http_method or api.http_method
     api_check_callable(api=api, http_method=http_method)
     if authenticate:
         api_authenticate(api=api, headers=call.headers)
+    if call.idempotency_key is not None:
+        # After authentication: a caller without credentials learns nothing about keys.
+        idempotency_key_check(call.idempotency_key)
     trigger_input = trigger_input_build(
         http_method=http_method,
         body=call.read_body() if http_method == "POST" else {},
         query=call.query,
         headers=call.headers,
     )
-    return execution_queue(workflow_id=api.workflow_id, api_id=api.pk, trigger_input=trigger_input)
+    if call.idempotency_key is None:
+        uid = execution_queue(
+            workflow_id=api.workflow_id, api_id=api.pk, trigger_input=trigger_input
+        )
+        return Accepted(uid)
+    return api_call_once(api=api, key=call.idempotency_key, trigger_input=trigger_input)
+
+
+# Idempotency keys -------------------------------------------------------------
+#
+# A caller that may retry (a timeout, a lost answer) sends the same
+# Idempotency-Key with the same request; within IOLINKER_IDEMPOTENCY_SECONDS
+# the retry gets the first call's uid and starts nothing. Keys are explicit
+# only: two identical bodies without a key are two runs, as callers expect.
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+# Printable ASCII (space included), as the header arrives (servers strip the
+# spaces around a header value). Non-ASCII bytes reach WSGI as latin-1 text
+# above \x7e, so they are refused too.
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+# A key row that vanishes between our INSERT … ON CONFLICT DO NOTHING and our
+# read (purged or released by another process at that moment) is inserted again.
+_RESERVE_ATTEMPTS = 3
+# The purge deletes this many keys per statement (short transactions), and stops
+# after this long (the next scheduled purge goes on).
+PURGE_BATCH = 2000
+PURGE_TIME_BUDGET_S = 20.0
+
+
+def idempotency_key_check(key: str) -> None:
+    """A key is 1 to 255 printable ASCII characters; anything else is 400
+    (requestError.invalidParams), like any other malformed parameter."""
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise ApiError(errors.IDEMPOTENCY_KEY_INVALID)
+
+
+def request_fingerprint(*, http_method: str, body: dict, query: dict) -> str:
+    """What the caller asked for: SHA-256 of the verb, body and query as canonical
+    JSON (sorted keys, no spaces), so the same request serialised differently
+    matches. Headers are left out on purpose: a retry may well carry another
+    User-Agent, X-Request-Id or a rotated token, and is still the same request."""
+    canonical = json.dumps([http_method, body, query], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def api_call_once(*, api: ApiDefinition, key: str, trigger_input: dict) -> Accepted:
+    """Accept a call carrying an idempotency key.
+
+    * the key is new for this API (or expired): a new run, recorded with the key
+      in one transaction (workflows.services.execution_queue_once);
+    * the key names a run of the same request within the window: that run's uid,
+      nothing started (``replayed``);
+    * the key names a different request: 422 requestError.idempotencyKeyReused,
+      nothing stored.
+
+    Two concurrent calls with one key: the second blocks on the key's unique
+    index until the first commits, then reads its row (one run, one uid for both).
+    Keys are per API: the same key on another API is another key.
+    """
+    fingerprint = request_fingerprint(
+        http_method=trigger_input["method"],
+        body=trigger_input["body"],
+        query=trigger_input["query"],
+    )
+
+    def reserve(uid: int) -> int | None:
+        return idempotency_key_reserve(api=api, key=key, fingerprint=fingerprint, uid=uid)
+
+    def release(uid: int) -> None:
+        # Only the row naming this uid: never a key another request holds by now.
+        IdempotencyKey.objects.filter(api=api, key=key, uid=uid).delete()
+
+    uid, replayed = execution_queue_once(
+        workflow_id=api.workflow_id,
+        api_id=api.pk,
+        trigger_input=trigger_input,
+        reserve=reserve,
+        release=release,
+    )
+    return Accepted(uid, replayed)
+
+
+def idempotency_key_reserve(
+    *, api: ApiDefinition, key: str, fingerprint: str, uid: int
+) -> int | None:
+    """Within the transaction that writes run ``uid``: record the key for it and
+    return None, or return the uid of the run the key already names.
+
+    The row is inserted first (INSERT … ON CONFLICT DO NOTHING; INSERT OR IGNORE
+    on SQLite) rather than looked up first: a lookup finds nothing for two
+    concurrent requests alike, while the insert makes the second wait on the
+    unique index for the first one's transaction. The row is then read locked:
+    if it names our uid we wrote it; otherwise it is someone's earlier call. An
+    expired row is taken over in place (new uid, fingerprint and window); the
+    lock makes concurrent takers queue, and the next one sees the fresh row.
+    """
+    now = timezone.now()
+    for _ in range(_RESERVE_ATTEMPTS):
+        IdempotencyKey.objects.bulk_create(
+            [IdempotencyKey(api=api, key=key, fingerprint=fingerprint, uid=uid, created_at=now)],
+            ignore_conflicts=True,
+        )
+        row = IdempotencyKey.objects.select_for_update().filter(api=api, key=key).first()
+        if row is not None:
+            break
+    else:
+        raise ApiError(errors.UNAVAILABLE, "Could not record the Idempotency-Key, try again")
+    if row.uid == uid:
+        return None  # ours: uids are never issued twice
+    if row.created_at < idempotency_key_cutoff(now):
+        row.fingerprint, row.uid, row.created_at = fingerprint, uid, now
+        row.save(update_fields=["fingerprint", "uid", "created_at"])
+        return None
+    if row.fingerprint != fingerprint:
+        raise ApiError(errors.IDEMPOTENCY_KEY_REUSED)
+    return row.uid
+
+
+def idempotency_key_cutoff(now: datetime | None = None) -> datetime:
+    """Keys created before this are expired: they replay nothing and are purged."""
+    window = timedelta(seconds=settings.IOLINKER_IDEMPOTENCY_SECONDS)
+    return (now or timezone.now()) - window
+
+
+def idempotency_keys_expired() -> QuerySet[IdempotencyKey]:
+    return IdempotencyKey.objects.filter(created_at__lt=idempotency_key_cutoff())
+
+
+def idempotency_key_purge(
+    *, batch_size: int = PURGE_BATCH, time_budget: float = PURGE_TIME_BUDGET_S
+) -> int:
+    """Delete expired keys, ``batch_size`` per statement (each a short
+    transaction, served by the created_at index), until none are left or
+    ``time_budget`` seconds have passed; returns how many were deleted.
+    Scheduled every minute (migration triggers 0004)."""
+    deadline = time.monotonic() + time_budget
+    deleted = 0
+    while True:
+        expired = idempotency_keys_expired()
+        pks = list(expired.values_list("pk", flat=True)[:batch_size])
+        if not pks:
+            break
+        # created_at is checked again: a key taken over meanwhile has a new window.
+        deleted += expired.filter(pk__in=pks).delete()[0]
+        if len(pks) < batch_size or time.monotonic() > deadline:
+            break
+    return deleted
 
 
 MAX_UID = 2**63 - 1

@@ -10,7 +10,15 @@ from django.urls import get_script_prefix, reverse
 from iolinker import errors, responses
 from iolinker.errors import ApiError
 from triggers.models import AuthMode
-from triggers.services import TriggerCall, api_call, api_execution, api_get, run_read_key
+from triggers.services import (
+    IDEMPOTENCY_HEADER,
+    Accepted,
+    TriggerCall,
+    api_call,
+    api_execution,
+    api_get,
+    run_read_key,
+)
 from workflows.selectors import execution_status as execution_status_payload
 from workflows.selectors import execution_wait_final
 
@@ -21,28 +29,36 @@ _LONE_SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]")
 def trigger_async(request, module: str, method: str):
     # Production serves this URL from iolinker/wsgi.py without Django's request
     # machinery; both go through trigger_accept, so they answer alike.
-    uid = _accept(request, module, method)
-    headers = {"Location": location(module, method, uid)}
-    return responses.ok({"uid": uid}, status=202, headers=headers)
+    accepted = _accept(request, module, method)
+    headers = dict(accepted_headers(module, method, accepted))
+    return responses.ok({"uid": str(accepted.uid)}, status=202, headers=headers)
 
 
 @responses.api_endpoint
 def trigger_sync(request, module: str, method: str):
     """Trigger, then wait up to the API's sync timeout: the result (200, or the
-    run's non-zero code and message), or 202 with the uid when it takes longer."""
+    run's non-zero code and message), or 202 with the uid when it takes longer.
+
+    A replayed Idempotency-Key answers as a new call would, for the run the key
+    names: it waits for that run in the same way (its result, or 202 with the
+    uid), with ``Idempotent-Replayed: true``; it starts nothing.
+    """
     api = api_get(module=module, method=method)
     if not api.sync_enabled:
         raise ApiError(errors.NOT_FOUND, f"API {api} does not answer /sync (only /async)")
-    uid = _accept(request, module, method)
-    execution = _WAITERS.wait_final(int(uid), api.sync_timeout, otherwise=None)
+    accepted = _accept(request, module, method)
+    execution = _WAITERS.wait_final(accepted.uid, api.sync_timeout, otherwise=None)
     if execution is None or not execution.is_final:  # (None: deleted meanwhile, or no slot)
-        headers = {"Location": location(module, method, uid)}
-        return responses.ok({"uid": uid}, status=202, headers=headers)
+        headers = dict(accepted_headers(module, method, accepted))
+        return responses.ok({"uid": str(accepted.uid)}, status=202, headers=headers)
     status = execution_status_payload(execution)
-    return responses.ok({key: status[key] for key in ("data", "code", "msg", "uid")})
+    return responses.ok(
+        {key: status[key] for key in ("data", "code", "msg", "uid")},
+        headers=dict([REPLAYED_HEADER]) if accepted.replayed else None,
+    )
 
 
-def _accept(request, module: str, method: str) -> str:
+def _accept(request, module: str, method: str) -> Accepted:
     return trigger_accept(
         module=module,
         method=method,
@@ -55,15 +71,29 @@ def _accept(request, module: str, method: str) -> str:
 
 def trigger_accept(
     *, module: str, method: str, http_method: str, headers, query: QueryDict, read_body
-) -> str:
-    """Accept one HTTP call of an API; returns the run's uid as text."""
+) -> Accepted:
+    """Accept one HTTP call of an API (``headers``: any mapping with lower-case
+    keys or case-insensitive lookup)."""
     call = TriggerCall(
         http_method=http_method,
         headers=headers,
         query=query_dict(query),
         read_body=lambda: json_body(read_body()),
+        idempotency_key=headers.get(IDEMPOTENCY_HEADER),
     )
-    return str(api_call(module=module, method=method, call=call))
+    return api_call(module=module, method=method, call=call)
+
+
+# On the answer to a call whose Idempotency-Key named an earlier run.
+REPLAYED_HEADER = ("Idempotent-Replayed", "true")
+
+
+def accepted_headers(module: str, method: str, accepted: Accepted) -> list[tuple[str, str]]:
+    """The headers of a 202: Location, and Idempotent-Replayed on a replay."""
+    headers = [("Location", location(module, method, str(accepted.uid)))]
+    if accepted.replayed:
+        headers.append(REPLAYED_HEADER)
+    return headers
 
 
 def location(module: str, method: str, uid: str) -> str:

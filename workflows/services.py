@@ -3,6 +3,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -193,6 +194,68 @@ def execution_queue(*, workflow_id: int, api_id: int | None, trigger_input: dict
         raise ApiError(errors.UNAVAILABLE) from exc
     _process().intake.submit(_NewRun(uid, workflow_id, api_id, trigger_input, timezone.now()))
     return uid
+
+
+def execution_queue_once(
+    *,
+    workflow_id: int,
+    api_id: int | None,
+    trigger_input: dict,
+    reserve: Callable[[int], int | None],
+    release: Callable[[int], None],
+) -> tuple[int, bool]:
+    """Record a queued run and queue it, unless ``reserve`` names an earlier run.
+
+    Returns ``(uid, False)`` for a new run once it is durable (as execution_queue
+    does), or ``(earlier uid, True)`` when nothing was written. For idempotency
+    keys (triggers/services.py, api_call_once), and only them.
+
+    ``reserve(uid)`` runs first in the transaction that writes the run: it records
+    a claim (the key row) naming this uid, or returns the uid an existing claim
+    names (it may also raise, which writes nothing). The claim and the run
+    therefore commit together or not at all, and a concurrent duplicate blocks on
+    the claim's unique index until this transaction ends, then sees its outcome.
+
+    Not group-committed (workflows/intake.py): a batch is one transaction for many
+    callers, and one caller's conflict or refusal must not fail the others, nor
+    may a claim wait on another batch's lock while holding the committer. So the
+    request thread writes its own run here: a transaction and two or three more
+    statements, paid only by calls that carry a key.
+
+    ORM broker: the claim, the run and its queue message in one transaction.
+    Redis broker, as in _commit_batch: the claim and the run commit, then the
+    message is pushed; if the push fails, the run and (``release(uid)``) the claim
+    are deleted together and the caller gets 503, so a retry with the key starts
+    afresh instead of replaying a uid that no longer exists. A process dying
+    between commit and push leaves a queued run that the sweeper pushes again;
+    meanwhile the key replays its uid, which is right: that run will happen.
+    """
+    try:
+        uid = next_uid()  # outside the transaction: its lease commits on its own
+    except UidUnavailable as exc:
+        logger.error("Cannot issue an execution uid: %s", exc)
+        raise ApiError(errors.UNAVAILABLE) from exc
+    _process()  # before the transaction: it may give back a pooled connection
+    transactional = _queue_is_transactional()
+    with transaction.atomic():
+        earlier = reserve(uid)
+        if earlier is not None:
+            return earlier, True
+        _insert_queued([_NewRun(uid, workflow_id, api_id, trigger_input, timezone.now())])
+        if transactional:
+            execution_enqueue(uids=[uid])
+    if not transactional:
+        try:
+            execution_enqueue(uids=[uid])
+        except Exception as exc:
+            logger.error("Could not queue execution %s: %s", uid, exc)
+            with transaction.atomic():
+                release(uid)
+                Execution.objects.filter(uid=uid).delete()
+            raise ApiError(
+                errors.UNAVAILABLE, "The run queue is unavailable, try again later"
+            ) from exc
+    return uid, False
 
 
 def _commit_batch(runs: list[_NewRun]) -> None:

@@ -26,6 +26,12 @@ class Command(BaseCommand):
             "--debug", action="store_true", help="Use the API's debug payload (the default)"
         )
         parser.add_argument(
+            "--idempotency-key",
+            metavar="KEY",
+            help="As the Idempotency-Key header: the same key with the same payload within "
+            "IOLINKER_IDEMPOTENCY_SECONDS prints the first run's uid and starts nothing",
+        )
+        parser.add_argument(
             "--wait",
             type=float,
             metavar="SECONDS",
@@ -33,18 +39,29 @@ class Command(BaseCommand):
             "print it; exit status 1 if it failed or did not finish",
         )
 
-    def handle(self, *args, module, method, payload, payload_file, debug, wait, **options):
+    def handle(
+        self, *args, module, method, payload, payload_file, debug, wait, idempotency_key, **options
+    ):
         try:
             api = services.api_get(module=module, method=method)
             data = self._payload(api, payload, payload_file)
             if api.http_method == "GET":
                 query = {k: v if isinstance(v, list) else str(v) for k, v in data.items()}
-                call = services.TriggerCall(headers=self.HEADERS, query=query)
+                call = services.TriggerCall(
+                    headers=self.HEADERS, query=query, idempotency_key=idempotency_key
+                )
             else:
-                call = services.TriggerCall(headers=self.HEADERS, read_body=lambda: data)
-            uid = services.api_call(module=module, method=method, call=call, authenticate=False)
+                call = services.TriggerCall(
+                    headers=self.HEADERS, read_body=lambda: data, idempotency_key=idempotency_key
+                )
+            accepted = services.api_call(
+                module=module, method=method, call=call, authenticate=False
+            )
         except ApiError as exc:
             raise CommandError(exc.message) from None
+        uid = accepted.uid
+        if accepted.replayed:
+            self.stderr.write(f"Idempotency key already used: run {uid} was not started again")
         if wait is None:
             self.stdout.write(str(uid))
             return
