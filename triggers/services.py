@@ -12,6 +12,7 @@ from django.core.cache import caches
 
 from iolinker import errors
 from iolinker.errors import ApiError
+from triggers.callbacks import callback_apis_forget
 from triggers.models import ApiDefinition, AuthMode
 from workflows.models import Execution
 from workflows.services import execution_queue
@@ -144,6 +145,7 @@ def api_set_enabled(*, apis, enabled: bool) -> int:
 
 def api_cache_clear(**kwargs) -> None:
     _ApiCache.clear()
+    callback_apis_forget()
 
 
 def api_set_password(*, api: ApiDefinition, user: str, password: str) -> None:

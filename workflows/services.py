@@ -15,6 +15,7 @@ from django_q.tasks import async_task
 
 from iolinker import errors
 from iolinker.errors import ApiError
+from triggers.callbacks import callbacks_schedule
 from workflows import engine
 from workflows.ids import UidUnavailable, next_uid
 from workflows.intake import GroupCommit
@@ -453,6 +454,7 @@ def _save(finished: list[Execution], step_runs: list[StepRun]) -> None:
                     rows,
                 )
             finished_announce([e.uid for e in finished])
+            callbacks_schedule(finished)
 
 
 def execution_recover_stale() -> dict[str, int]:
@@ -467,14 +469,19 @@ def execution_recover_stale() -> dict[str, int]:
     """
     now = timezone.now()
     stale_after = timedelta(seconds=settings.IOLINKER_RUN_TIMEOUT + 120)
-    failed = Execution.objects.filter(
+    stale = Execution.objects.filter(
         status=ExecutionStatus.RUNNING, started_at__lt=now - stale_after
-    ).update(
-        status=ExecutionStatus.FAILED,
-        finished_at=now,
-        error="The worker running this execution stopped without finishing it "
-        "(killed, out of memory or past the run timeout)",
     )
+    with transaction.atomic():
+        # Locked (SQLite: the write lock), so these are the runs the update fails.
+        lost = list(stale.select_for_update().only("uid", "api_id"))
+        failed = stale.update(
+            status=ExecutionStatus.FAILED,
+            finished_at=now,
+            error="The worker running this execution stopped without finishing it "
+            "(killed, out of memory or past the run timeout)",
+        )
+        callbacks_schedule(lost)
     requeued = 0
     if not _queue_is_transactional():
         cutoff = now - timedelta(seconds=settings.IOLINKER_REQUEUE_AFTER)
