@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.db.models import Count
 
 from iolinker.admin_utils import pretty_json
+from triggers.admin import CallbackDeliveryInline
 from workflows.models import Execution, Step, StepRun, Workflow
 
 
@@ -77,7 +78,7 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     search_fields = ["=uid"]
     search_help_text = "Exact execution uid"
     show_full_result_count = False
-    inlines = [StepRunInline]
+    inlines = [StepRunInline, CallbackDeliveryInline]
     fields = [
         ("uid_text", "status", "attempts"),
         ("workflow", "api"),
