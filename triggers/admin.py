@@ -27,7 +27,6 @@ class ApiDefinitionForm(forms.ModelForm):
             "auth_mode",
             "auth_user",
             "password",
-            "callback_url",
             "debug_payload",
             "description",
         ]

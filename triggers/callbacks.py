@@ -63,9 +63,9 @@ BACKOFF_FACTOR = 4
 MAX_DELAY_S = 12 * 3600
 # An attempt's claim lapses this long after its timeout (its worker died mid-way).
 CLAIM_MARGIN_S = 60
-# A first attempt is due "now" by the clock of the worker that finished the run;
-# the delivering worker's clock may be a little behind.
-CLOCK_SKEW_S = 2
+# A first attempt is due a little before the run finished by the clock of the worker
+# that ran it: the clock of the worker that delivers it may be a little behind.
+CLOCK_SKEW_S = 5
 # What is kept of a failing receiver's answer in the attempt's error.
 ERROR_BODY_CHARS = 300
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -152,9 +152,10 @@ def callbacks_schedule(executions: Iterable[Execution]) -> None:
     if not uids:
         return
     now = timezone.now()
+    due = now - timedelta(seconds=CLOCK_SKEW_S)
     CallbackDelivery.objects.bulk_create(
         [
-            CallbackDelivery(execution_id=uid, next_attempt_at=now, queued_at=now, created_at=now)
+            CallbackDelivery(execution_id=uid, next_attempt_at=due, queued_at=now, created_at=now)
             for uid in uids
         ],
         # A run is final once; a second writer (the stale-run sweeper racing a
@@ -215,7 +216,7 @@ def callback_deliver(*, uid: int) -> str:
     claimed = CallbackDelivery.objects.filter(
         pk=uid,
         status=CallbackStatus.PENDING,
-        next_attempt_at__lte=now + timedelta(seconds=CLOCK_SKEW_S),
+        next_attempt_at__lte=now,
         attempts__lt=max_attempts,
     ).update(next_attempt_at=claim_until, queued_at=None, attempts=F("attempts") + 1)
     if not claimed:
