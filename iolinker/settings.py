@@ -207,6 +207,14 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# --- Completion callbacks (triggers/callbacks.py) ----------------------------------
+# One attempt's limit, connecting and reading the answer included.
+IOLINKER_CALLBACK_TIMEOUT = env_int("IOLINKER_CALLBACK_TIMEOUT", 10, minimum=1, maximum=120)
+# Attempts before a callback is given up (the first one included).
+IOLINKER_CALLBACK_MAX_ATTEMPTS = env_int("IOLINKER_CALLBACK_MAX_ATTEMPTS", 8, minimum=1, maximum=50)
+# Seconds before the first retry; each later wait is 4x the one before (up to 12 h).
+IOLINKER_CALLBACK_RETRY_BASE = env_int("IOLINKER_CALLBACK_RETRY_BASE", 30, minimum=1)
+
 # --- Logging ------------------------------------------------------------------
 LOGGING = {
     "version": 1,

@@ -1,9 +1,10 @@
 from django import forms
 from django.contrib import admin, messages
-from django.utils.html import format_html
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
-from triggers import services
-from triggers.models import ApiDefinition, AuthMode
+from triggers import callbacks, services
+from triggers.models import ApiDefinition, AuthMode, CallbackDelivery
 
 
 class ApiDefinitionForm(forms.ModelForm):
@@ -56,14 +57,26 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
     list_filter = ["module", "enabled", "http_method", "auth_mode"]
     search_fields = ["module", "method", "description"]
     list_select_related = ["workflow"]
-    readonly_fields = ["full_url", "secret_state", "created_at", "updated_at"]
-    actions = ["enable_apis", "disable_apis", "rotate_tokens"]
+    readonly_fields = [
+        "full_url",
+        "secret_state",
+        "callback_secret_state",
+        "created_at",
+        "updated_at",
+    ]
+    actions = ["enable_apis", "disable_apis", "rotate_tokens", "rotate_callback_secrets"]
     fieldsets = [
         (None, {"fields": ["module", "method", "http_method", "workflow", "enabled", "full_url"]}),
         ("Sync calls", {"fields": ["sync_enabled", "sync_timeout"]}),
         ("Authentication", {"fields": ["auth_mode", "secret_state", "auth_user", "password"]}),
+        ("Completion callback", {"fields": ["callback_url", "callback_secret_state"]}),
         (None, {"fields": ["debug_payload", "description", "created_at", "updated_at"]}),
     ]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "callback_url":
+            kwargs["assume_scheme"] = "https"  # what Django 6 does; silences its warning
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     @admin.display(description="URL")
     def full_url(self, obj: ApiDefinition):
@@ -79,6 +92,12 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
             return "Password set (stored hashed)" if obj.password_hash else "No password yet"
         return "No authentication"
 
+    @admin.display(description="Callback signing secret")
+    def callback_secret_state(self, obj: ApiDefinition):
+        if obj.callback_secret:
+            return "Set (shown once when generated; rotate it with the action on the API list)"
+        return "Generated when a callback URL is saved"
+
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         password = form.cleaned_data.get("password")
@@ -86,6 +105,21 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
             services.api_set_password(api=obj, user=obj.auth_user, password=password)
         if obj.auth_mode == AuthMode.TOKEN and not obj.token_hash:
             self._show_new_token(request, obj, services.api_set_token(api=obj))
+        if obj.callback_url and not obj.callback_secret:
+            secret = callbacks.api_rotate_callback_secret(api=obj)
+            self._show_new_callback_secret(request, obj, secret)
+
+    def _show_new_callback_secret(self, request, obj, secret: str) -> None:
+        self.message_user(
+            request,
+            format_html(
+                "Callback signing secret for {}: <code>{}</code> — copy it now into the "
+                "receiver that verifies the callbacks: it is not shown again.",
+                obj,
+                secret,
+            ),
+            messages.WARNING,
+        )
 
     def _show_new_token(self, request, obj, token: str) -> None:
         self.message_user(
@@ -113,3 +147,103 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
     def rotate_tokens(self, request, queryset):
         for api in queryset.filter(auth_mode=AuthMode.TOKEN):
             self._show_new_token(request, api, services.api_set_token(api=api))
+
+    @admin.action(description="Rotate the callback signing secret of selected APIs")
+    def rotate_callback_secrets(self, request, queryset):
+        for api in queryset:
+            secret = callbacks.api_rotate_callback_secret(api=api)
+            self._show_new_callback_secret(request, api, secret)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def _attempt_log(delivery: CallbackDelivery):
+    rows = [
+        (
+            attempt.number,
+            attempt.started_at.isoformat(timespec="seconds"),
+            attempt.duration_ms,
+            attempt.status_code or "—",
+            attempt.error or "delivered",
+            attempt.next_attempt_at.isoformat(timespec="seconds")
+            if attempt.next_attempt_at
+            else "—",
+        )
+        for attempt in delivery.attempt_log.all()
+    ]
+    if not rows:
+        return "No attempt yet"
+    return format_html(
+        '<table style="margin:0"><tr><th>#</th><th>started</th><th>ms</th><th>status</th>'
+        "<th>result</th><th>next attempt</th></tr>{}</table>",
+        format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows
+        ),
+    )
+
+
+class CallbackDeliveryInline(admin.StackedInline):
+    """The run's completion callback and its attempts, on the execution page."""
+
+    model = CallbackDelivery
+    extra = 0
+    can_delete = False
+    fields = [("status", "attempts", "next_attempt_at", "finished_at"), "attempt_log"]
+    readonly_fields = ["status", "attempts", "next_attempt_at", "finished_at", "attempt_log"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Attempts")
+    def attempt_log(self, obj: CallbackDelivery):
+        return _attempt_log(obj)
+
+
+@admin.register(CallbackDelivery)
+class CallbackDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["execution_uid", "api", "status", "attempts", "next_attempt_at", "created_at"]
+    list_filter = ["status"]
+    list_select_related = ["execution__api"]
+    search_fields = ["=execution__uid"]
+    search_help_text = "Exact execution uid"
+    show_full_result_count = False
+    fields = [
+        ("execution_uid", "api", "status"),
+        ("attempts", "next_attempt_at", "created_at", "finished_at"),
+        "attempt_log",
+    ]
+    readonly_fields = [
+        "execution_uid",
+        "api",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "created_at",
+        "finished_at",
+        "attempt_log",
+    ]
+
+    @admin.display(description="execution", ordering="execution_id")
+    def execution_uid(self, obj: CallbackDelivery):
+        url = reverse("admin:workflows_execution_change", args=[obj.execution_id])
+        return format_html('<a href="{}">{}</a>', url, obj.execution_id)
+
+    @admin.display(description="API")
+    def api(self, obj: CallbackDelivery):
+        return obj.execution.api or "—"
+
+    @admin.display(description="Attempts")
+    def attempt_log(self, obj: CallbackDelivery):
+        return _attempt_log(obj)

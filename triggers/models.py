@@ -1,7 +1,14 @@
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.core.validators import (
+    MaxValueValidator,
+    MinValueValidator,
+    RegexValidator,
+    URLValidator,
+)
 from django.db import models
+from django.db.models import Q
 from django.urls import reverse
+from django.utils import timezone
 
 name_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
@@ -60,6 +67,17 @@ class ApiDefinition(models.Model):
         help_text="How long a /sync call waits before answering 202 with the uid "
         "(keep it under your proxies' timeouts).",
     )
+    callback_url = models.URLField(
+        "callback URL",
+        max_length=500,
+        blank=True,
+        validators=[URLValidator(schemes=["http", "https"])],
+        help_text="When a run finishes, POST its status and output here, signed "
+        "(Standard Webhooks headers; see the README). Leave blank for none.",
+    )
+    # The signing key, "whsec_<base64>". Stored as is, unlike the caller's token:
+    # it must sign, and a hash cannot (see triggers/callbacks.py).
+    callback_secret = models.CharField(max_length=100, blank=True, editable=False)
     debug_payload = models.JSONField(
         default=dict,
         blank=True,
@@ -132,3 +150,87 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.api_id}:{self.key}"
+
+
+class CallbackStatus(models.TextChoices):
+    PENDING = "pending"  # an attempt is due at next_attempt_at (or one is under way)
+    DELIVERED = "delivered"
+    FAILED = "failed"  # given up: out of attempts, or nowhere to send it
+
+
+class CallbackDelivery(models.Model):
+    """The completion callback of one finished run (see triggers/callbacks.py).
+
+    Created in the transaction that records the run's final state, so a callback
+    is never lost; its primary key is the run's uid (one callback per run) and
+    its `webhook-id` header is derived from it, the same on every attempt.
+    """
+
+    execution = models.OneToOneField(
+        "workflows.Execution",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="callback",
+    )
+    status = models.CharField(
+        max_length=16, choices=CallbackStatus.choices, default=CallbackStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # While pending: when the next attempt is due; during an attempt, when its
+    # claim lapses (its worker died) and the sweeper may try again.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When a queue message was last sent for it (None: none since the last attempt).
+    queued_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "callback delivery"
+        verbose_name_plural = "callback deliveries"
+        ordering = ["-execution_id"]
+        indexes = [
+            # The sweeper's "pending deliveries due now" (callbacks_deliver_due).
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="pending"),
+                name="callback_pending_due",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"callback of {self.execution_id} ({self.status})"
+
+    @property
+    def webhook_id(self) -> str:
+        return f"exec_{self.execution_id}"
+
+
+class CallbackAttempt(models.Model):
+    """One POST of a completion callback: what was sent where, and what came back."""
+
+    delivery = models.ForeignKey(
+        CallbackDelivery, on_delete=models.CASCADE, related_name="attempt_log"
+    )
+    number = models.PositiveSmallIntegerField()
+    url = models.CharField(max_length=500)
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)  # empty when delivered
+    # When the next attempt was scheduled (None: delivered or given up).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["delivery", "number"], name="callback_attempt_number_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.delivery_id}"
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.error

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from iolinker import errors
 from iolinker.errors import ApiError
+from triggers.callbacks import callback_apis_forget
 from triggers.models import ApiDefinition, AuthMode, IdempotencyKey
 from workflows.models import Execution
 from workflows.services import execution_queue, execution_queue_once
@@ -310,6 +311,7 @@ def api_set_enabled(*, apis, enabled: bool) -> int:
 
 def api_cache_clear(**kwargs) -> None:
     _ApiCache.clear()
+    callback_apis_forget()
 
 
 def api_set_password(*, api: ApiDefinition, user: str, password: str) -> None:

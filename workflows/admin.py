@@ -11,6 +11,7 @@ from django.urls import path, reverse
 from django.utils.text import slugify
 
 from iolinker.admin_utils import pretty_json
+from triggers.admin import CallbackDeliveryInline
 from workflows import lifecycle
 from workflows.credentials import credential_set_secret
 from workflows.definition import (
@@ -226,7 +227,7 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     search_fields = ["=uid"]
     search_help_text = "Exact execution uid"
     show_full_result_count = False
-    inlines = [StepRunInline]
+    inlines = [StepRunInline, CallbackDeliveryInline]
     fields = [
         ("uid_text", "status", "attempts"),
         ("workflow", "version_number", "api"),

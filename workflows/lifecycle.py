@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from triggers.callbacks import callbacks_schedule
 from workflows.models import Execution, ExecutionStatus
 from workflows.notify import finished_announce
 from workflows.services import (
@@ -30,28 +31,39 @@ def execution_cancel(*, uid: int) -> Execution | None:
     worker is asked to stop (within IOLINKER_CANCEL_POLL_MS): the engine stops at
     the next step boundary and kills a running code step; the run then ends
     `cancelled`. Already final: NotCancellable. None when there is no such run."""
-    now = timezone.now()
-    with transaction.atomic():
-        ended = Execution.objects.filter(
+    ended = _end(
+        Execution.objects.filter(
             uid=uid, status__in=[ExecutionStatus.QUEUED, ExecutionStatus.WAITING]
-        ).update(
-            status=ExecutionStatus.CANCELLED,
-            cancel_requested=True,
-            finished_at=now,
-            resume_at=None,
-            error=CANCELLED_MESSAGE,
+        ),
+        status=ExecutionStatus.CANCELLED,
+        cancel_requested=True,
+        resume_at=None,
+        error=CANCELLED_MESSAGE,
+    )
+    if not ended:
+        Execution.objects.filter(uid=uid, status=ExecutionStatus.RUNNING).update(
+            cancel_requested=True
         )
-        if ended:
-            finished_announce([uid])
-        else:
-            Execution.objects.filter(uid=uid, status=ExecutionStatus.RUNNING).update(
-                cancel_requested=True
-            )
     execution = Execution.objects.filter(uid=uid).first()
     already_ended = execution is not None and execution.is_final and not ended
     if already_ended and execution.status != ExecutionStatus.CANCELLED:
         raise NotCancellable(f"The run already ended {execution.status}")
     return execution
+
+
+def _end(runs, **fields) -> int:
+    """Give these runs a final state (with their finished notification and
+    completion callbacks, in the same transaction); how many."""
+    with transaction.atomic():
+        ended = list(runs.select_for_update().only("uid", "api_id"))
+        if not ended:
+            return 0
+        count = runs.filter(uid__in=[e.uid for e in ended]).update(
+            finished_at=timezone.now(), lease_until=None, **fields
+        )
+        finished_announce([e.uid for e in ended])
+        callbacks_schedule(ended)
+    return count
 
 
 def execution_rerun(*, uid: int) -> Execution | None:
@@ -127,28 +139,26 @@ def execution_recover_stale() -> dict[str, int]:
         )
     )
     top_level = Q(parent_step="")
-    failed = Execution.objects.filter(
-        lapsed & top_level, recoveries__gte=settings.IOLINKER_RUN_MAX_RECOVERIES
-    ).update(
+    failed = _end(
+        Execution.objects.filter(
+            lapsed & top_level, recoveries__gte=settings.IOLINKER_RUN_MAX_RECOVERIES
+        ),
         status=ExecutionStatus.FAILED,
-        finished_at=now,
-        lease_until=None,
         error="The worker running this execution stopped without finishing it "
         f"(killed, out of memory or lost), {settings.IOLINKER_RUN_MAX_RECOVERIES + 1} times",
     )
     # Children of runs that ended meanwhile have no one left to resume them.
-    orphans = Execution.objects.filter(
-        lapsed & ~top_level,
-        parent__status__in=[
-            ExecutionStatus.SUCCEEDED,
-            ExecutionStatus.FAILED,
-            ExecutionStatus.CANCELLED,
-            ExecutionStatus.TIMED_OUT,
-        ],
-    ).update(
+    orphans = _end(
+        Execution.objects.filter(
+            lapsed & ~top_level,
+            parent__status__in=[
+                ExecutionStatus.SUCCEEDED,
+                ExecutionStatus.FAILED,
+                ExecutionStatus.CANCELLED,
+                ExecutionStatus.TIMED_OUT,
+            ],
+        ),
         status=ExecutionStatus.FAILED,
-        finished_at=now,
-        lease_until=None,
         error="Its parent run ended while this sub-workflow run was in progress",
     )
     stale = list(

@@ -249,7 +249,9 @@ class Execution(models.Model):
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children"
     )
     # The new columns have database defaults: the trigger path's INSERT leaves them out.
-    parent_step = models.CharField(max_length=300, blank=True, default="", db_default="")  # path of the sub-workflow step
+    parent_step = models.CharField(
+        max_length=300, blank=True, default="", db_default=""
+    )  # path of the sub-workflow step
     rerun_of = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reruns"
     )
@@ -271,7 +273,9 @@ class Execution(models.Model):
     resume_at = models.DateTimeField(null=True, blank=True)  # when a waiting run goes on
     cancel_requested = models.BooleanField(default=False, db_default=False)
     recoveries = models.PositiveSmallIntegerField(
-        default=0, db_default=0, help_text="Times the reaper took this run back from a worker that stopped."
+        default=0,
+        db_default=0,
+        help_text="Times the reaper took this run back from a worker that stopped.",
     )
 
     class Meta:

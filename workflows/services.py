@@ -17,6 +17,7 @@ from django_q.tasks import async_task
 
 from iolinker import errors
 from iolinker.errors import ApiError
+from triggers.callbacks import callbacks_schedule
 from workflows import engine
 from workflows.definition import definition_errors, definition_from_workflow, workflow_version_save
 from workflows.ids import UidUnavailable, next_uid
@@ -629,7 +630,9 @@ def _save(finished: list[Execution], step_runs: list[StepRun]) -> None:
                     "finished_at = %s, resume_at = %s, lease_until = NULL WHERE uid = %s",
                     rows,
                 )
-            finished_announce([e.uid for e in finished if e.is_final])
+            final = [e for e in finished if e.is_final]
+            finished_announce([e.uid for e in final])
+            callbacks_schedule(final)
             resume_times = {e.resume_at for e in finished if e.resume_at}
             if resume_times:
                 _resume_schedule(resume_times)
