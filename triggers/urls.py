@@ -10,4 +10,9 @@ urlpatterns = [
         views.execution_status,
         name="execution-status",
     ),
+    path(
+        "v1/api/<str:module>/<str:method>/executions/<str:uid>/cancel",
+        views.execution_cancel,
+        name="execution-cancel",
+    ),
 ]

@@ -19,6 +19,8 @@ from triggers.services import (
     api_get,
     run_read_key,
 )
+from workflows.lifecycle import NotCancellable
+from workflows.lifecycle import execution_cancel as execution_cancel_service
 from workflows.selectors import execution_status as execution_status_payload
 from workflows.selectors import execution_wait_final
 
@@ -110,6 +112,38 @@ def _status_url_prefix(script_prefix: str, module: str, method: str) -> str:
     # reverse() costs ~15 µs a call; the URL differs per API only.
     url = reverse("execution-status", kwargs={"module": module, "method": method, "uid": "0"})
     return url.removesuffix("0")
+
+
+@responses.api_endpoint
+def execution_cancel(request, module: str, method: str, uid: str):
+    """Cancel a run (same credentials as the API): 200 with its status once it is
+    cancelled (it was queued or waiting, or already cancelled); 202 with its status
+    and Location while its worker stops it (it was running); 409 if it already
+    ended otherwise."""
+    if request.method != "POST":
+        raise ApiError(
+            errors.METHOD_NOT_ALLOWED, "Cancel a run with POST", headers={"Allow": "POST"}
+        )
+    execution = api_execution(
+        module=module,
+        method=method,
+        uid=uid,
+        headers=request.headers,
+        key=request.GET.get("key", ""),
+    )
+    try:
+        execution = execution_cancel_service(uid=execution.uid)
+    except NotCancellable as exc:
+        raise ApiError(errors.EXECUTION_FINISHED, str(exc)) from None
+    if execution is None:
+        raise ApiError(errors.NOT_FOUND, f"Execution {uid} not found (deleted)")
+    if execution.is_final:
+        return responses.ok(execution_status_payload(execution))
+    return responses.ok(
+        execution_status_payload(execution),
+        status=202,
+        headers={"Location": location(module, method, str(execution.uid))},
+    )
 
 
 @responses.api_endpoint
