@@ -405,3 +405,49 @@ def test_sub_workflows_calling_themselves_stop_at_the_depth_limit(settings):
     execution = run([{"key": "start", "type": "subworkflow", "config": {"workflow": "again"}}])
     assert execution.status == ExecutionStatus.FAILED
     assert "deeper than 3 levels" in execution.error
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        (
+            {
+                "key": "c",
+                "type": "condition",
+                "config": {"cases": [{"when": "{{ body.a.b }}", "next": "end"}]},
+            },
+            "body.a.b",
+        ),
+        (
+            {"key": "d", "type": "delay", "config": {"seconds": "{{ body.wait }}"}},
+            "seconds must be a number",
+        ),
+        ({"key": "d", "type": "delay", "config": {"seconds": "{{ -5 }}"}}, "between 0 and"),
+        (
+            {
+                "key": "l",
+                "type": "loop",
+                "config": {
+                    "items": "{{ body }}x",
+                    "steps": [{"key": "t", "type": "transform", "config": {"value": 1}}],
+                },
+            },
+            "items must be a list",
+        ),
+        (
+            {"key": "s", "type": "subworkflow", "config": {"workflow": "missing"}},
+            "no workflow named 'missing'",
+        ),
+    ],
+)
+def test_step_failures_name_their_cause(step, message):
+    execution = run([step], body={"wait": "soon"})
+    assert execution.status == ExecutionStatus.FAILED
+    assert message in execution.error
+
+
+def test_a_disabled_subworkflow_is_refused():
+    child = make_workflow("off", [("t", "transform", {"value": 1})])
+    Workflow.objects.filter(pk=child.pk).update(enabled=False)
+    execution = run([{"key": "s", "type": "subworkflow", "config": {"workflow": "off"}}])
+    assert execution.status == ExecutionStatus.FAILED and "is disabled" in execution.error
