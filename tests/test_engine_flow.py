@@ -451,3 +451,31 @@ def test_a_disabled_subworkflow_is_refused():
     Workflow.objects.filter(pk=child.pk).update(enabled=False)
     execution = run([{"key": "s", "type": "subworkflow", "config": {"workflow": "off"}}])
     assert execution.status == ExecutionStatus.FAILED and "is disabled" in execution.error
+
+
+def test_a_waiting_subworkflow_is_resumed_by_its_parent_only(settings):
+    settings.IOLINKER_DELAY_INLINE_SECONDS = 0
+    make_workflow(
+        "napper",
+        [("nap", "delay", {"seconds": 0.3}), ("done", "output", {"value": "{{ body.n }}"})],
+    )
+    execution = run(
+        [
+            {
+                "key": "call",
+                "type": "subworkflow",
+                "config": {"workflow": "napper", "input": {"n": 5}},
+            }
+        ]
+    )
+    child = Execution.objects.get(parent=execution)
+    assert execution.status == child.status == ExecutionStatus.WAITING
+    assert child.resume_at is None and execution.resume_at  # the parent drives the child
+    time.sleep(0.35)
+    assert execution_resume_due() == 1  # the parent only
+    drain_queue()
+    execution.refresh_from_db()
+    child.refresh_from_db()
+    assert execution.status == ExecutionStatus.SUCCEEDED and execution.output == 5
+    assert child.status == ExecutionStatus.SUCCEEDED
+    assert list(child.step_runs.values_list("key", flat=True)) == ["nap", "done"]

@@ -150,7 +150,7 @@ def execution_recover_stale() -> dict[str, int]:
     # Children of runs that ended meanwhile have no one left to resume them.
     orphans = _end(
         Execution.objects.filter(
-            lapsed & ~top_level,
+            (lapsed | Q(status=ExecutionStatus.WAITING)) & ~top_level,
             parent__status__in=[
                 ExecutionStatus.SUCCEEDED,
                 ExecutionStatus.FAILED,

@@ -551,10 +551,12 @@ def _run_one(execution: Execution, step_runs: list[StepRun], *, depth: int = 0, 
     if execution.attempts > 1 or depth:
         for step_run in StepRun.objects.filter(execution_id=execution.uid).order_by("position"):
             previous[step_run.path or step_run.key] = step_run
-    cancelled = run_watch_register(execution.uid)
+    # A child run in place shares its parent's cancel flag: cancelling either
+    # stops both (the parent waits for the child).
+    cancelled = run_watch_register(
+        execution.uid, event=control.cancelled if control is not None else None
+    )
     try:
-        if control is not None and control.cancelled.is_set():
-            cancelled.set()
         if execution.cancel_requested:
             cancelled.set()
         run_control = engine.Control(
@@ -702,13 +704,16 @@ class _ChildRuns:
                 f"sub-workflows nest deeper than {settings.IOLINKER_SUBWORKFLOW_DEPTH} levels"
             )
         child = self._child(parent, child_workflow, path, trigger_input)
+        resume_at = None
         if not child.is_final:
             step_runs: list[StepRun] = []
             _run_one(child, step_runs, depth=self.depth, control=control)
+            # A waiting child is resumed by its parent, never on its own schedule.
+            resume_at, child.resume_at = child.resume_at, None
             _save([child], step_runs)
         if child.status == ExecutionStatus.WAITING:
             # The child waits for a delay: so does its parent, which resumes it.
-            raise engine.waiting_until(child.resume_at)
+            raise engine.waiting_until(resume_at or timezone.now())
         if child.status != ExecutionStatus.SUCCEEDED:
             raise StepError(
                 f"sub-workflow {workflow!r} ({child.uid}) ended {child.status}: {child.error}",

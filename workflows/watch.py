@@ -35,8 +35,8 @@ class _Watch:
         self.thread: threading.Thread | None = None
         self.pid = os.getpid()
 
-    def register(self, uid: int) -> threading.Event:
-        event = threading.Event()
+    def register(self, uid: int, event: threading.Event | None = None) -> threading.Event:
+        event = event or threading.Event()
         with self.lock:
             self.runs[uid] = (time.monotonic(), event)
             if self.thread is None or not self.thread.is_alive():
@@ -110,9 +110,10 @@ def _watch_for_this_process() -> _Watch:
     return _watch
 
 
-def run_watch_register(uid: int) -> threading.Event:
-    """Watch a run this process starts; its event is set when it is cancelled."""
-    return _watch_for_this_process().register(uid)
+def run_watch_register(uid: int, event: threading.Event | None = None) -> threading.Event:
+    """Watch a run this process starts; its event (``event``, or a new one) is set
+    when it is cancelled."""
+    return _watch_for_this_process().register(uid, event)
 
 
 def run_watch_unregister(uid: int) -> None:
