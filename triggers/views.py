@@ -10,6 +10,7 @@ from django.urls import get_script_prefix, reverse
 from iolinker import errors, responses
 from iolinker.errors import ApiError
 from triggers.models import AuthMode
+from triggers.openapi import openapi_document, openapi_render
 from triggers.services import (
     IDEMPOTENCY_HEADER,
     Accepted,
@@ -110,6 +111,22 @@ def _status_url_prefix(script_prefix: str, module: str, method: str) -> str:
     # reverse() costs ~15 µs a call; the URL differs per API only.
     url = reverse("execution-status", kwargs={"module": module, "method": method, "uid": "0"})
     return url.removesuffix("0")
+
+
+@responses.api_endpoint
+def openapi_json(request):
+    """The OpenAPI document of the enabled APIs; public unless
+    IOLINKER_OPENAPI_PUBLIC is off (then 404, like any unknown URL)."""
+    if not settings.IOLINKER_OPENAPI_PUBLIC:
+        raise ApiError(errors.NOT_FOUND, "Not found")
+    if request.method not in ("GET", "HEAD"):
+        raise ApiError(
+            errors.METHOD_NOT_ALLOWED,
+            "Read the OpenAPI document with GET",
+            headers={"Allow": "GET, HEAD"},
+        )
+    base_url = settings.IOLINKER_BASE_URL or request.build_absolute_uri("/")
+    return responses.document(openapi_render(openapi_document(base_url=base_url)))
 
 
 @responses.api_endpoint
