@@ -380,3 +380,8 @@ def test_errors_answered_are_documented_and_match_the_error_schema(apis):
     response = client.get(order, headers=token)
     assert (response.status_code, response["Allow"]) == (405, "POST")
     assert_matches(document, "Error", response.json())
+
+
+def test_the_document_costs_one_query_however_many_apis(apis, django_assert_num_queries):
+    with django_assert_num_queries(1):
+        Client().get(URL)
