@@ -36,6 +36,11 @@ def ok(payload: dict, *, status: int = 200, headers: dict | None = None) -> Http
     return HttpResponse(ok_body(payload), status=status, content_type=_JSON, headers=headers)
 
 
+def document(body: bytes) -> HttpResponse:
+    """A JSON document as is, outside the envelope (the OpenAPI document)."""
+    return HttpResponse(body, content_type=_JSON)
+
+
 def error(spec: ErrorSpec, message: str | None = None, *, headers=None) -> HttpResponse:
     return HttpResponse(
         error_body(spec, message), status=spec.status, content_type=_JSON, headers=headers

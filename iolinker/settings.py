@@ -128,8 +128,13 @@ STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
 # --- HTTP trigger -------------------------------------------------------------
-# Public base URL used to print full API URLs (admin, `list_apis`).
-IOLINKER_BASE_URL = env_str("IOLINKER_BASE_URL", "http://localhost:8000").rstrip("/")
+# Public base URL used to print full API URLs (admin, `list_apis`; empty: they say
+# http://localhost:8000) and as the server of the OpenAPI document (empty: the
+# host the document was asked from).
+IOLINKER_BASE_URL = env_str("IOLINKER_BASE_URL").rstrip("/")
+# GET /v1/openapi.json answers without authentication: it names the module and
+# method of every enabled API (never a credential). Off: it answers 404.
+IOLINKER_OPENAPI_PUBLIC = env_bool("IOLINKER_OPENAPI_PUBLIC", True)
 # How long another process's change of an API (token, enabled, ...) or of a
 # workflow's steps may take to reach this one (API changes made in the same
 # process apply at once).

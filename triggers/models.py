@@ -105,7 +105,7 @@ class ApiDefinition(models.Model):
 
     @property
     def url(self) -> str:
-        return settings.IOLINKER_BASE_URL + self.path
+        return (settings.IOLINKER_BASE_URL or "http://localhost:8000") + self.path
 
     @property
     def has_secret(self) -> bool:

@@ -10,6 +10,7 @@ from django.urls import get_script_prefix, reverse
 from iolinker import errors, responses
 from iolinker.errors import ApiError
 from triggers.models import AuthMode
+from triggers.openapi import openapi_document, openapi_render
 from triggers.services import (
     IDEMPOTENCY_HEADER,
     Accepted,
@@ -144,6 +145,22 @@ def execution_cancel(request, module: str, method: str, uid: str):
         status=202,
         headers={"Location": location(module, method, str(execution.uid))},
     )
+
+
+@responses.api_endpoint
+def openapi_json(request):
+    """The OpenAPI document of the enabled APIs; public unless
+    IOLINKER_OPENAPI_PUBLIC is off (then 404, like any unknown URL)."""
+    if not settings.IOLINKER_OPENAPI_PUBLIC:
+        raise ApiError(errors.NOT_FOUND, "Not found")
+    if request.method not in ("GET", "HEAD"):
+        raise ApiError(
+            errors.METHOD_NOT_ALLOWED,
+            "Read the OpenAPI document with GET",
+            headers={"Allow": "GET, HEAD"},
+        )
+    base_url = settings.IOLINKER_BASE_URL or request.build_absolute_uri("/")
+    return responses.document(openapi_render(openapi_document(base_url=base_url)))
 
 
 @responses.api_endpoint
