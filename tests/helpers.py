@@ -158,7 +158,11 @@ class RecordingServer:
                 )
                 failing = self.path.startswith("/fail") or len(outer.requests) <= fail_first
                 status = 500 if failing else 200
-                payload = json.dumps({"echo": json.loads(body) if body else None, "ok": True})
+                try:
+                    echo = json.loads(body) if body else None
+                except ValueError:
+                    echo = body.decode()
+                payload = json.dumps({"echo": echo, "ok": True})
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))

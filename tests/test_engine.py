@@ -287,6 +287,16 @@ def test_http_step_calls_a_server_and_returns_status_headers_and_body():
     assert call.output["headers"]["content-type"] == "application/json"
 
 
+def test_http_step_sends_a_form_body_from_templates():
+    with RecordingServer() as server:
+        execution = run(
+            [("call", "http", {"url": server.url, "form": {"name": "{{ body.name }}", "n": 2}})],
+            body={"name": "a b"},
+        )
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+    assert server.requests == [{"method": "POST", "path": "/", "body": "name=a+b&n=2"}]
+
+
 def test_http_step_fails_on_an_error_status_and_records_the_response():
     with RecordingServer() as server:
         execution = run([("call", "http", {"url": server.url + "/fail"})])

@@ -15,9 +15,9 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 class Http(StepType):
     """An outbound HTTP request; output is ``{"status", "headers", "body"}``.
 
-    ``json`` sends a JSON body; the response body is parsed as JSON when the
-    response says so, else kept as text. A non-2xx answer fails the step unless
-    ``fail_on_error`` is false.
+    ``json`` sends a JSON body, ``form`` (an object) a form-encoded one; the
+    response body is parsed as JSON when the response says so, else kept as text.
+    A non-2xx answer fails the step unless ``fail_on_error`` is false.
     """
 
     name = "http"
@@ -30,10 +30,12 @@ class Http(StepType):
             "headers": {"type": "object", "additionalProperties": {"type": "string"}},
             "query": {"type": "object"},
             "json": {},
+            "form": {"type": ["object", "string"]},
             "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
             "fail_on_error": {"type": "boolean"},
         },
         "required": ["url"],
+        "not": {"required": ["json", "form"]},
         "additionalProperties": False,
     }
 
@@ -41,10 +43,18 @@ class Http(StepType):
         url = resolved["url"]
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise StepError(f"url must be an http:// or https:// URL, got {url!r}")
-        method = resolved.get("method", "POST" if "json" in resolved else "GET")
+        has_body = "json" in resolved or "form" in resolved
+        method = resolved.get("method", "POST" if has_body else "GET")
         kwargs = {"headers": resolved.get("headers") or {}, "params": resolved.get("query")}
         if "json" in resolved:
             kwargs["json"] = resolved["json"]
+        if "form" in resolved:
+            form = resolved["form"]
+            if not isinstance(form, dict):
+                raise StepError(f"form must be an object of fields, got {type(form).__name__}")
+            kwargs["data"] = {
+                k: v if isinstance(v, str) else json.dumps(v) for k, v in form.items()
+            }
         timeout = ctx.time_left(resolved.get("timeout", DEFAULT_TIMEOUT_S))
         try:
             with (
