@@ -3,8 +3,10 @@
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -17,16 +19,23 @@ SCRIPT = str(BASE_DIR / "tests" / "scripts" / "make_uids.py")
 
 
 def make_uids_in_processes(processes: int, count: int, *extra: str) -> list[dict]:
-    start_at = time.time() + 3
+    """Start the children, let them set up, then release them at once (a start
+    file, not a start time: a busy machine may take seconds to start them)."""
+    barrier = Path(tempfile.mkdtemp())
     children = [
         subprocess.Popen(
-            [sys.executable, SCRIPT, str(count), str(start_at), *extra],
+            [sys.executable, SCRIPT, str(count), str(barrier), *extra],
             stdout=subprocess.PIPE,
             env=child_env(),
             cwd=BASE_DIR,
         )
         for _ in range(processes)
     ]
+    deadline = time.monotonic() + 120
+    while len(list(barrier.glob("ready-*"))) < processes:
+        assert time.monotonic() < deadline, "the children did not get ready"
+        time.sleep(0.01)
+    (barrier / "go").touch()
     results = []
     for child in children:
         out, _ = child.communicate(timeout=120)

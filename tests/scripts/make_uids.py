@@ -16,7 +16,7 @@ from snowflake import SnowflakeGenerator  # noqa: E402
 
 from workflows import ids  # noqa: E402
 
-count, start_at = int(sys.argv[1]), float(sys.argv[2])
+count, barrier = int(sys.argv[1]), sys.argv[2]
 fixed_instance = int(sys.argv[3]) if len(sys.argv) > 3 else None
 if fixed_instance is None:
     ids.next_uid()  # lease before the start line, like a warmed-up server
@@ -31,6 +31,9 @@ else:
         return uid
 
 
-time.sleep(max(0.0, start_at - time.time()))
+# Ready; wait for the parent's start file so that every child makes its uids at once.
+open(os.path.join(barrier, f"ready-{os.getpid()}"), "w").close()
+while not os.path.exists(os.path.join(barrier, "go")):
+    time.sleep(0.0005)
 uids = [make() for _ in range(count)]
 print(json.dumps({"instance": ids.current_instance(), "uids": uids}))
