@@ -242,6 +242,7 @@ class Execution(models.Model):
         blank=True,
         related_name="executions",
         db_index=False,
+        verbose_name="API",
     )
     workflow = models.ForeignKey(
         Workflow, on_delete=models.PROTECT, related_name="executions", db_index=False
