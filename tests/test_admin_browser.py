@@ -27,9 +27,9 @@ SCREENSHOT_DIR = BASE_DIR / "docs" / "screenshots"
 
 
 def chromium_path() -> str | None:
-    return os.environ.get("IOLINKER_CHROMIUM") or next(
-        filter(None, (shutil.which(name) for name in ("chromium", "chromium-browser"))), None
-    )
+    """Debian's chromium, or the browser named by IOLINKER_CHROMIUM."""
+    names = [os.environ.get("IOLINKER_CHROMIUM") or "chromium", "chromium-browser"]
+    return next(filter(None, (shutil.which(name) for name in names)), None)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def page(browser, live_server, settings, admin_user):
     settings.IOLINKER_BASE_URL = live_server.url
     context = browser.new_context(
         base_url=live_server.url,
-        viewport={"width": 1360, "height": 900},
+        viewport={"width": 1720, "height": 960},
         permissions=["clipboard-read", "clipboard-write"],
     )
     # Django's navigation sidebar folded: the lists get the width.
@@ -212,7 +212,9 @@ def test_an_operator_builds_an_api_debugs_it_switches_it_off_and_reruns_a_run(
     page.goto("/admin/workflows/execution/")
     page.fill("#searchbar", debug_uid)
     page.press("#searchbar", "Enter")
+    page.wait_for_url(f"**/admin/workflows/execution/?q={debug_uid}")
     rows = page.locator("#result_list tbody tr")
+    rows.first.wait_for()
     assert rows.count() == 1
     rows.first.locator("th a, td a").first.click()
     page.click("#iol-rerun")
