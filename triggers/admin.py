@@ -1,10 +1,27 @@
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
-from django.urls import reverse
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
 
+from iolinker.admin_utils import ADMIN_MEDIA, copy_button
+from iolinker.errors import ApiError
 from triggers import callbacks, services
 from triggers.models import ApiDefinition, AuthMode, CallbackDelivery
+from triggers.selectors import api_curl_example
+from triggers.stats import trigger_refusals_by_api
+from workflows.ids import uid_datetime
+from workflows.selectors import execution_wait_final, runs_by_parent
+
+# The Debug button waits this long for its run to finish before showing it (a
+# run still queued or running is shown as it is; reload to follow it).
+DEBUG_WAIT_SECONDS = 3.0
 
 
 class ApiDefinitionForm(forms.ModelForm):
@@ -49,16 +66,21 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
         "method",
         "http_method",
         "auth_mode",
-        "enabled",
-        "full_url",
+        "enabled_switch",
+        "url_with_copy",
         "workflow",
+        "last_call",
+        "calls_24h",
+        "failures_24h",
     ]
     list_display_links = ["module", "method"]
     list_filter = ["module", "enabled", "http_method", "auth_mode"]
     search_fields = ["module", "method", "description"]
+    search_help_text = "Module, method name or description"
     list_select_related = ["workflow"]
     readonly_fields = [
         "full_url",
+        "curl_example",
         "secret_state",
         "callback_secret_state",
         "created_at",
@@ -67,11 +89,154 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
     actions = ["enable_apis", "disable_apis", "rotate_tokens", "rotate_callback_secrets"]
     fieldsets = [
         (None, {"fields": ["module", "method", "http_method", "workflow", "enabled", "full_url"]}),
+        ("Try it", {"fields": ["curl_example", "debug_payload"]}),
         ("Sync calls", {"fields": ["sync_enabled", "sync_timeout"]}),
         ("Authentication", {"fields": ["auth_mode", "secret_state", "auth_user", "password"]}),
         ("Completion callback", {"fields": ["callback_url", "callback_secret_state"]}),
-        (None, {"fields": ["debug_payload", "description", "created_at", "updated_at"]}),
+        (None, {"fields": ["description", "created_at", "updated_at"]}),
     ]
+    change_form_template = "admin/triggers/apidefinition/change_form.html"
+    change_list_template = "admin/triggers/apidefinition/change_list.html"
+    media = ADMIN_MEDIA
+
+    # --- The list: counts for the page's rows, in two queries ----------------
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        apis = list(changelist.result_list)
+        since = timezone.now() - timedelta(hours=24)
+        ids = [api.pk for api in apis]
+        runs = runs_by_parent(field="api", ids=ids, since=since)
+        refused = trigger_refusals_by_api(api_ids=ids, since=since)
+        for api in apis:
+            api.run_stats = runs.get(api.pk, {})
+            api.refused_24h = refused.get(api.pk, 0)
+        return changelist
+
+    @admin.display(description="enabled", ordering="enabled")
+    def enabled_switch(self, obj: ApiDefinition):
+        url = reverse("admin:triggers_apidefinition_enabled", args=[obj.pk])
+        return format_html(
+            '<button type="submit" form="iol-enabled-form" formaction="{}" name="enabled" '
+            'value="{}" class="iol-switch{}" role="switch" aria-checked="{}" '
+            'title="Click to {} this API">{}</button>',
+            url,
+            "0" if obj.enabled else "1",
+            " on" if obj.enabled else "",
+            "true" if obj.enabled else "false",
+            "disable" if obj.enabled else "enable",
+            "on" if obj.enabled else "off",
+        )
+
+    @admin.display(description="URL")
+    def url_with_copy(self, obj: ApiDefinition):
+        return format_html("<code>{}</code> {}", obj.url, copy_button(obj.url, "Copy URL"))
+
+    @admin.display(description="last call")
+    def last_call(self, obj: ApiDefinition):
+        last = getattr(obj, "run_stats", {}).get("last_uid")
+        if not last:
+            return "—"
+        url = reverse("admin:workflows_execution_change", args=[last])
+        when = uid_datetime(last)
+        return format_html(
+            '<a href="{}" title="{}">{} ago</a>',
+            url,
+            when.isoformat(timespec="seconds"),
+            _ago(timezone.now() - when),
+        )
+
+    @admin.display(description="calls 24 h")
+    def calls_24h(self, obj: ApiDefinition):
+        runs = getattr(obj, "run_stats", {}).get("runs", 0)
+        if not runs:
+            return 0
+        url = reverse("admin:workflows_execution_changelist")
+        return format_html('<a href="{}?api__id__exact={}&amp;since=24h">{}</a>', url, obj.pk, runs)
+
+    @admin.display(description="failures 24 h")
+    def failures_24h(self, obj: ApiDefinition):
+        failed = getattr(obj, "run_stats", {}).get("failures", 0)
+        refused = getattr(obj, "refused_24h", 0)
+        text = format_html(
+            '<span title="runs failed or timed out">{}</span>'
+            ' / <span title="calls refused (4xx)">{} refused</span>',
+            failed,
+            refused,
+        )
+        if failed or refused:
+            return format_html('<span class="iol-bad">{}</span>', text)
+        return text
+
+    # --- Per-object buttons: enable switch, Debug ---------------------------
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/enabled/",
+                self.admin_site.admin_view(self.enabled_view),
+                name="triggers_apidefinition_enabled",
+            ),
+            path(
+                "<int:pk>/debug/",
+                self.admin_site.admin_view(self.debug_view),
+                name="triggers_apidefinition_debug",
+            ),
+            *super().get_urls(),
+        ]
+
+    def enabled_view(self, request, pk: int):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        api = get_object_or_404(ApiDefinition, pk=pk)
+        if not self.has_change_permission(request, api):
+            raise PermissionDenied
+        enabled = request.POST.get("enabled") == "1"
+        services.api_set_enabled(apis=ApiDefinition.objects.filter(pk=pk), enabled=enabled)
+        self.message_user(
+            request, f"{api} {'enabled' if enabled else 'disabled'}.", messages.SUCCESS
+        )
+        back = request.headers.get("referer", "")
+        if not url_has_allowed_host_and_scheme(back, {request.get_host()}):
+            back = reverse("admin:triggers_apidefinition_changelist")
+        return HttpResponseRedirect(back)
+
+    def debug_view(self, request, pk: int):
+        """Fire the API with its debug payload through the service HTTP calls use
+        (as `fire_api` does: without caller authentication), then show the run."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        api = get_object_or_404(ApiDefinition, pk=pk)
+        if not self.has_change_permission(request, api):
+            raise PermissionDenied
+        try:
+            accepted = services.api_fire(
+                api=api, headers={"user-agent": f"iolinker admin debug ({request.user})"}
+            )
+        except ApiError as exc:
+            self.message_user(
+                request, f"Debug call of {api} refused: {exc.message}", messages.ERROR
+            )
+            return HttpResponseRedirect(reverse("admin:triggers_apidefinition_change", args=[pk]))
+        execution = execution_wait_final(uid=accepted.uid, timeout=DEBUG_WAIT_SECONDS)
+        status = execution.status if execution else "deleted"
+        self.message_user(
+            request,
+            f"Debug call of {api} with its debug payload: run {accepted.uid} ({status}).",
+            messages.SUCCESS if status in ("succeeded", "queued", "running") else messages.WARNING,
+        )
+        return HttpResponseRedirect(
+            reverse("admin:workflows_execution_change", args=[accepted.uid])
+        )
+
+    @admin.display(description="curl")
+    def curl_example(self, obj: ApiDefinition):
+        if not obj.pk:
+            return "Save the API first."
+        command = api_curl_example(obj)
+        return format_html(
+            '<pre class="iol-curl">{}</pre>{}', command, copy_button(command, "Copy curl")
+        )
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         if db_field.name == "callback_url":
@@ -82,7 +247,7 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
     def full_url(self, obj: ApiDefinition):
         if not obj.pk:
             return "—"
-        return format_html("<code>{}</code>", obj.url)
+        return format_html("<code>{}</code> {}", obj.url, copy_button(obj.url, "Copy URL"))
 
     @admin.display(description="Secret")
     def secret_state(self, obj: ApiDefinition):
@@ -153,6 +318,14 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
         for api in queryset:
             secret = callbacks.api_rotate_callback_secret(api=api)
             self._show_new_callback_secret(request, api, secret)
+
+
+def _ago(delta: timedelta) -> str:
+    seconds = max(int(delta.total_seconds()), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

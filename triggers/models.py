@@ -234,3 +234,32 @@ class CallbackAttempt(models.Model):
     @property
     def succeeded(self) -> bool:
         return not self.error
+
+
+class TriggerStat(models.Model):
+    """Calls refused in one minute, per API and error: the dashboard's "triggers
+    refused" and the API List's refusals.
+
+    One UPSERT per refusal (triggers/stats.py). Accepted calls are never counted
+    here: they are their executions, and the trigger path stays one query.
+    """
+
+    minute = models.DateTimeField()
+    # Not a foreign key: counts outlive the API, and a call of an unknown API
+    # (404) has none (0).
+    api_id = models.BigIntegerField(default=0)
+    code = models.CharField(max_length=64)
+    status = models.PositiveSmallIntegerField()
+    refused = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # The UPSERT's conflict target; also the index of the dashboard's
+            # "refusals since <minute>".
+            models.UniqueConstraint(
+                fields=["minute", "api_id", "code", "status"], name="trigger_stat_bucket"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.api_id} {self.code}: {self.refused}"

@@ -1,4 +1,8 @@
-from triggers.models import CallbackDelivery
+import json
+import shlex
+from urllib.parse import urlencode
+
+from triggers.models import ApiDefinition, AuthMode, CallbackDelivery
 
 
 def _iso(value):
@@ -28,3 +32,25 @@ def execution_callback(*, uid: int) -> dict | None:
         "nextAttemptAt": _iso(delivery.next_attempt_at),
         "finishedAt": _iso(delivery.finished_at),
     }
+
+
+def api_curl_example(api: ApiDefinition) -> str:
+    """A ready-to-paste curl call of the API with its debug payload, for its
+    authentication mode (secrets as placeholders: they are stored hashed)."""
+    payload = api.debug_payload or {}
+    url = api.url
+    command = ["curl", "-i"]
+    if api.http_method == "GET":
+        if payload:
+            query = {k: v if isinstance(v, list) else str(v) for k, v in payload.items()}
+            url += "?" + urlencode(query, doseq=True)
+    else:
+        command += ["-X", "POST", "-H", "content-type: application/json"]
+    if api.auth_mode == AuthMode.TOKEN:
+        command += ["-H", "token: <your token>"]
+    elif api.auth_mode == AuthMode.PASSWORD:
+        command += ["-H", f"user: {api.auth_user or '<user>'}", "-H", "password: <your password>"]
+    if api.http_method == "POST":
+        command += ["-d", json.dumps(payload, ensure_ascii=False)]
+    command.append(url)
+    return " ".join(shlex.quote(part) for part in command)

@@ -18,6 +18,7 @@ from iolinker import errors
 from iolinker.errors import ApiError
 from triggers.callbacks import callback_apis_forget
 from triggers.models import ApiDefinition, AuthMode, IdempotencyKey
+from triggers.stats import trigger_refusal_record
 from workflows.models import Execution
 from workflows.services import execution_queue, execution_queue_once
 
@@ -52,12 +53,45 @@ class Accepted:
 def api_call(*, module: str, method: str, call: TriggerCall, authenticate: bool = True) -> Accepted:
     """Accept a call of an API: check it, record its run and queue it.
 
-    The one code path of HTTP triggers and `fire_api` (which skips caller
-    authentication: the operator is trusted, the enabled switch still holds).
-    A call with an idempotency key goes through api_call_once; one without pays
-    nothing for the feature (no query, no lookup).
+    The one code path of HTTP triggers, `fire_api` and the admin's Debug button
+    (both skip caller authentication: the operator is trusted, the enabled
+    switch still holds). A call with an idempotency key goes through
+    api_call_once; one without pays nothing for the feature (no query, no
+    lookup). A refused call (a 4xx answer) is counted (triggers/stats.py); an
+    accepted one is not: its execution row is the count.
     """
-    api = api_get(module=module, method=method)
+    api = None
+    try:
+        api = api_get(module=module, method=method)
+        return _api_accept(api=api, call=call, authenticate=authenticate)
+    except ApiError as exc:
+        if exc.spec.status < 500:
+            api_id = api.pk if api is not None else None
+            trigger_refusal_record(api_id=api_id, code=exc.spec.code, status=exc.spec.status)
+        raise
+
+
+def api_fire(
+    *,
+    api: ApiDefinition,
+    payload: dict | None = None,
+    idempotency_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Accepted:
+    """Call an API as an operator (`fire_api`, the admin's Debug button): through
+    api_call without caller authentication, with ``payload`` (default: the API's
+    debug payload) as the JSON body of a POST or the query of a GET."""
+    data = (api.debug_payload or {}) if payload is None else payload
+    headers = headers or {"user-agent": "iolinker operator"}
+    if api.http_method == "GET":
+        query = {k: v if isinstance(v, list) else str(v) for k, v in data.items()}
+        call = TriggerCall(headers=headers, query=query, idempotency_key=idempotency_key)
+    else:
+        call = TriggerCall(headers=headers, read_body=lambda: data, idempotency_key=idempotency_key)
+    return api_call(module=api.module, method=api.method, call=call, authenticate=False)
+
+
+def _api_accept(*, api: ApiDefinition, call: TriggerCall, authenticate: bool) -> Accepted:
     http_method = call.http_method or api.http_method
     api_check_callable(api=api, http_method=http_method)
     if authenticate:

@@ -2,10 +2,13 @@
 
 from triggers.callbacks import callback_deliver, callbacks_deliver_due
 from triggers.services import idempotency_key_purge
+from triggers.stats import trigger_stats_purge
 
 
 def purge_idempotency_keys() -> int:
-    """Scheduled every minute (migration triggers 0004)."""
+    """Scheduled every minute (migration triggers 0004); also forgets refusal
+    counts older than 30 days."""
+    trigger_stats_purge()
     return idempotency_key_purge()
 
 

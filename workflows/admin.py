@@ -1,37 +1,50 @@
 import json
+from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib.admin import helpers
+from django.contrib.admin.options import ShowFacets
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
 from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html
 from django.utils.text import slugify
 
-from iolinker.admin_utils import pretty_json
+from iolinker.admin_utils import ADMIN_MEDIA, pretty_json, status_badge
 from triggers.admin import CallbackDeliveryInline
 from workflows import lifecycle
 from workflows.credentials import credential_set_secret
 from workflows.definition import (
     DefinitionError,
+    definition_from_workflow,
     sequence_errors,
     workflow_clone,
     workflow_export,
     workflow_import,
     workflow_version_save,
 )
+from workflows.graph import definition_svg
+from workflows.ids import uid_at
 from workflows.models import (
     SPEC_OPTIONS,
     Credential,
     EnvironmentVariable,
     Execution,
     Step,
-    StepRun,
     Workflow,
     WorkflowVersion,
 )
+from workflows.selectors import runs_by_parent
+from workflows.services import WorkflowDisabled, workflow_run
 
 
 class StepFormSet(BaseInlineFormSet):
@@ -96,15 +109,79 @@ class ImportForm(forms.Form):
     )
 
 
+class RunForm(forms.Form):
+    input = forms.JSONField(
+        initial=dict,
+        widget=forms.Textarea(attrs={"rows": 8, "cols": 80}),
+        help_text="A JSON object: the run's body (as a POST to an API would give it).",
+    )
+
+    def clean_input(self):
+        value = self.cleaned_data["input"]
+        if not isinstance(value, dict):
+            raise ValidationError("The input must be a JSON object.")
+        return value
+
+
 @admin.register(Workflow)
 class WorkflowAdmin(admin.ModelAdmin):
-    list_display = ["name", "enabled", "step_count", "api_list", "created_at"]
+    list_display = [
+        "name",
+        "api_list",
+        "step_count",
+        "enabled",
+        "last_run",
+        "success_rate",
+        "created_at",
+    ]
     list_filter = ["enabled"]
     search_fields = ["name", "description"]
-    fields = ["name", "description", "enabled", "variables", "timeout_seconds"]
+    fieldsets = [
+        (None, {"fields": ["name", "description", "enabled", "variables", "timeout_seconds"]}),
+        ("Shape", {"fields": ["graph"]}),
+    ]
+    readonly_fields = ["graph"]
     inlines = [StepInline, VersionInline]
-    actions = ["clone_selected", "export_selected"]
+    actions = ["run_selected", "clone_selected", "export_selected"]
     change_list_template = "admin/workflows/workflow/change_list.html"
+    media = ADMIN_MEDIA
+
+    @admin.display(description="Graph (steps in order; hover a step for its config)")
+    def graph(self, obj):
+        if not obj.pk:
+            return "Save the workflow to see its graph."
+        return format_html(
+            '<div class="iol-graph-box">{}</div>', definition_svg(definition_from_workflow(obj))
+        )
+
+    @admin.action(description="Run selected workflows with a JSON input")
+    def run_selected(self, request, queryset):
+        form = RunForm(request.POST if "run_input" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            for workflow in queryset:
+                try:
+                    execution = workflow_run(workflow=workflow, body=form.cleaned_data["input"])
+                except WorkflowDisabled as exc:
+                    self.message_user(request, str(exc), messages.WARNING)
+                    continue
+                url = reverse("admin:workflows_execution_change", args=[execution.uid])
+                self.message_user(
+                    request,
+                    format_html(
+                        'Started {}: run <a href="{}">{}</a>.', workflow.name, url, execution.uid
+                    ),
+                    messages.SUCCESS,
+                )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Run workflows",
+            "form": form,
+            "queryset": queryset,
+            "opts": self.model._meta,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/workflows/workflow/run.html", context)
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
@@ -179,9 +256,37 @@ class WorkflowAdmin(admin.ModelAdmin):
     def api_list(self, obj):
         return ", ".join(str(api) for api in obj.apis.all()) or "—"
 
+    @admin.display(description="Last run")
+    def last_run(self, obj):
+        stats = getattr(obj, "run_stats", {})
+        if not stats.get("last_uid"):
+            return "—"
+        url = reverse("admin:workflows_execution_change", args=[stats["last_uid"]])
+        return format_html('<a href="{}">{}</a>', url, status_badge(stats["last_status"]))
+
+    @admin.display(description="Success (24 h)")
+    def success_rate(self, obj):
+        stats = getattr(obj, "run_stats", {})
+        finished = stats.get("succeeded", 0) + stats.get("failures", 0)
+        if not finished:
+            return "—"
+        rate = 100 * stats["succeeded"] / finished
+        return format_html(
+            '<span class="{}" title="{} of {} finished runs in the last 24 h">{}%</span>',
+            "iol-bad" if rate < 90 else "",
+            stats["succeeded"],
+            finished,
+            f"{rate:.0f}",
+        )
+
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)
         changelist.result_list = changelist.result_list.prefetch_related("apis")
+        workflows = list(changelist.result_list)
+        since = timezone.now() - timedelta(hours=24)
+        stats = runs_by_parent(field="workflow", ids=[w.pk for w in workflows], since=since)
+        for workflow in workflows:
+            workflow.run_stats = stats.get(workflow.pk, {})
         return changelist
 
 
@@ -196,50 +301,91 @@ class ReadOnlyMixin:
         return False
 
 
-class StepRunInline(ReadOnlyMixin, admin.StackedInline):
-    model = StepRun
-    extra = 0
-    fields = [
-        ("position", "key", "type", "status", "duration_ms"),
-        "error",
-        "input_json",
-        "output_json",
-        "logs",
-    ]
-    readonly_fields = fields[0] + ("error", "input_json", "output_json", "logs")
-    ordering = ["position", "id"]
+class LimitedCountPaginator(Paginator):
+    """Counts at most LIMIT rows: a COUNT over a million runs reads them all, a
+    bounded one stops early. Past the limit the list says "more than" and pages
+    stop there (filter or search to narrow it)."""
 
-    @admin.display(description="Input")
-    def input_json(self, obj):
-        return pretty_json(obj.input)
+    LIMIT = 10_000
 
-    @admin.display(description="Output")
-    def output_json(self, obj):
-        return pretty_json(obj.output)
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[: self.LIMIT + 1].count()
+
+    @property
+    def is_limited(self) -> bool:
+        return self.count > self.LIMIT
+
+
+class TimeRangeFilter(admin.SimpleListFilter):
+    """Runs created in the last hour, day, ...: a range of uids (they are
+    time-ordered), so the primary key serves it, not a created_at index."""
+
+    title = "created"
+    parameter_name = "since"
+    RANGES = {
+        "15m": ("Last 15 minutes", timedelta(minutes=15)),
+        "1h": ("Last hour", timedelta(hours=1)),
+        "24h": ("Last 24 hours", timedelta(hours=24)),
+        "7d": ("Last 7 days", timedelta(days=7)),
+        "30d": ("Last 30 days", timedelta(days=30)),
+    }
+
+    def lookups(self, request, model_admin):
+        return [(key, label) for key, (label, _) in self.RANGES.items()]
+
+    def queryset(self, request, queryset):
+        entry = self.RANGES.get(self.value() or "")
+        if entry is None:
+            return queryset
+        return queryset.filter(uid__gte=uid_at(timezone.now() - entry[1]))
 
 
 @admin.register(Execution)
 class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ["uid_text", "workflow", "api", "status", "created_at", "duration_text"]
-    list_filter = ["status", "workflow"]
+    list_display = [
+        "uid_text",
+        "workflow",
+        "api",
+        "status_badge",
+        "created_at",
+        "duration_text",
+    ]
+    list_filter = ["status", TimeRangeFilter, "workflow", "api"]
     list_select_related = ["workflow", "api"]
     actions = ["cancel_selected", "rerun_selected"]
     search_fields = ["=uid"]
     search_help_text = "Exact execution uid"
+    # A million runs: no full COUNT (neither of the whole table nor per filter
+    # choice), a bounded one for the pages, sorting only by uid (= creation time;
+    # the primary key), filters on indexed columns (workflows/models.py).
     show_full_result_count = False
-    inlines = [StepRunInline, CallbackDeliveryInline]
-    fields = [
-        ("uid_text", "status", "attempts"),
-        ("workflow", "version_number", "api"),
-        ("parent", "rerun_of", "resume_at"),
-        ("created_at", "started_at", "finished_at", "duration_text"),
-        "error",
-        "input_json",
-        "output_json",
+    show_facets = ShowFacets.NEVER
+    paginator = LimitedCountPaginator
+    sortable_by = ["uid_text"]
+    inlines = [CallbackDeliveryInline]
+    change_form_template = "admin/workflows/execution/change_form.html"
+    media = ADMIN_MEDIA
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    ("uid_text", "status_badge", "attempts"),
+                    ("workflow", "version_number", "api"),
+                    ("parent", "rerun_of", "resume_at"),
+                    ("created_at", "started_at", "finished_at", "duration_text"),
+                    "error",
+                ]
+            },
+        ),
+        ("Trigger input", {"fields": ["input_json"]}),
+        ("Steps", {"fields": ["timeline"]}),
+        ("Output", {"fields": ["output_json"]}),
     ]
     readonly_fields = [
         "uid_text",
-        "status",
+        "status_badge",
         "attempts",
         "workflow",
         "version_number",
@@ -253,12 +399,17 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "duration_text",
         "error",
         "input_json",
+        "timeline",
         "output_json",
     ]
 
     @admin.display(description="uid", ordering="uid")
     def uid_text(self, obj):
         return str(obj.uid)
+
+    @admin.display(description="status")
+    def status_badge(self, obj):
+        return status_badge(obj.status)
 
     @admin.display(description="Version")
     def version_number(self, obj):
@@ -267,14 +418,77 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="Step runs")
+    def timeline(self, obj):
+        runs = list(obj.step_runs.order_by("started_at", "position", "id"))
+        if not runs:
+            return "No step has finished yet."
+        start = min([run.started_at for run in runs] + [obj.started_at or runs[0].started_at])
+        end = max([run.finished_at for run in runs] + [obj.finished_at or runs[-1].finished_at])
+        span = max((end - start).total_seconds(), 0.001)
+        rows = [
+            {
+                "run": run,
+                "offset_ms": round((run.started_at - start).total_seconds() * 1000),
+                "left": round(100 * (run.started_at - start).total_seconds() / span, 2),
+                "width": round(100 * (run.finished_at - run.started_at).total_seconds() / span, 2),
+                "input": pretty_json(run.input),
+                "output": pretty_json(run.output),
+                "badge": status_badge(run.status),
+            }
+            for run in runs
+        ]
+        return render_to_string("admin/workflows/execution/timeline.html", {"rows": rows})
+
+    # --- Buttons on the run's page: the same services as the list actions ----
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:uid>/rerun/",
+                self.admin_site.admin_view(self.rerun_view),
+                name="workflows_execution_rerun",
+            ),
+            path(
+                "<int:uid>/cancel/",
+                self.admin_site.admin_view(self.cancel_view),
+                name="workflows_execution_cancel",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _button_target(self, request, uid: int) -> Execution:
+        execution = get_object_or_404(Execution, uid=uid)
+        if not self.has_view_permission(request, execution):
+            raise PermissionDenied
+        return execution
+
+    def rerun_view(self, request, uid: int):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        execution = self._button_target(request, uid)
+        new = lifecycle.execution_rerun(uid=execution.uid)
+        self.message_user(request, f"{execution.uid} re-run as {new.uid}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:workflows_execution_change", args=[new.uid]))
+
+    def cancel_view(self, request, uid: int):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        execution = self._button_target(request, uid)
+        self._cancel(request, execution)
+        return HttpResponseRedirect(reverse("admin:workflows_execution_change", args=[uid]))
+
+    def _cancel(self, request, execution: Execution) -> None:
+        try:
+            lifecycle.execution_cancel(uid=execution.uid)
+            self.message_user(request, f"Cancel requested for {execution.uid}.")
+        except lifecycle.NotCancellable as exc:
+            self.message_user(request, f"{execution.uid}: {exc}", messages.WARNING)
+
     @admin.action(description="Cancel selected runs", permissions=["view"])
     def cancel_selected(self, request, queryset):
         for execution in queryset:
-            try:
-                lifecycle.execution_cancel(uid=execution.uid)
-                self.message_user(request, f"Cancel requested for {execution.uid}.")
-            except lifecycle.NotCancellable as exc:
-                self.message_user(request, f"{execution.uid}: {exc}", messages.WARNING)
+            self._cancel(request, execution)
 
     @admin.action(description="Re-run selected runs with the same input", permissions=["view"])
     def rerun_selected(self, request, queryset):

@@ -85,6 +85,13 @@ def uid_datetime(uid: int) -> datetime:
     return datetime.fromtimestamp(Snowflake.parse(uid, EPOCH_MS).seconds, tz=UTC)
 
 
+def uid_at(when: datetime) -> int:
+    """The smallest uid issued at or after ``when``: a time range of runs is a
+    range of their primary key (the admin's time filter and dashboard)."""
+    ms = int(when.timestamp() * 1000) - EPOCH_MS
+    return max(ms, 0) << 22
+
+
 def current_instance() -> int | None:
     return _state.instance if _state.pid == os.getpid() else None
 

@@ -233,14 +233,20 @@ class Execution(models.Model):
     uid = models.BigIntegerField(
         primary_key=True, editable=False
     )  # snowflake, see workflows/ids.py
+    # No single-column indexes on api and workflow: the (api, uid, status) and
+    # (workflow, uid, status) indexes below serve their lookups too.
     api = models.ForeignKey(
         "triggers.ApiDefinition",
         on_delete=models.SET_NULL,
         null=True,
         blank=True,
         related_name="executions",
+        db_index=False,
+        verbose_name="API",
     )
-    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="executions")
+    workflow = models.ForeignKey(
+        Workflow, on_delete=models.PROTECT, related_name="executions", db_index=False
+    )
     # Pinned when the run is first claimed: the definition it runs, whatever edits follow.
     version = models.ForeignKey(
         WorkflowVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
@@ -283,6 +289,14 @@ class Execution(models.Model):
         indexes = [
             # Sweepers and dashboards: "runs in status X, oldest first".
             models.Index(fields=["status", "uid"], name="execution_status_uid"),
+            # The admin's API filter (newest first), the API list's last call and its
+            # calls and failures of the last 24 h (a uid range: uids are time-ordered;
+            # status in the index, so PostgreSQL counts from the index alone), the
+            # SET NULL of a deleted API.
+            models.Index(fields=["api", "uid", "status"], name="execution_api_uid"),
+            # The same for workflows: the admin's workflow filter, the Workflow List's
+            # last run status and success rate, the PROTECT check of a deletion.
+            models.Index(fields=["workflow", "uid", "status"], name="execution_workflow_uid"),
         ]
 
     def __str__(self) -> str:

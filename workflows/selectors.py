@@ -1,5 +1,17 @@
+from datetime import datetime, timedelta
+
+from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models.functions import TruncMinute
+from django.utils import timezone
+
+from workflows.ids import uid_at
 from workflows.models import Execution, ExecutionStatus
 from workflows.notify import finished_wait
+
+# Runs that count as failures in the admin's counts and success rates.
+FAILURE_STATUSES = [ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT]
+# p50/p95 durations are taken over at most this many of the newest finished runs.
+DURATION_SAMPLE = 2000
 
 
 def _iso(value):
@@ -90,3 +102,136 @@ def execution_wait_final(*, uid: int, timeout: float) -> Execution | None:
 
     finished_wait(uid, timeout, is_final)
     return latest[0]
+
+
+# --- Admin reads: counts for list pages and the dashboard ----------------------
+#
+# Each is one query for a whole page (never one per row), and reads a uid range
+# (uids are time-ordered, workflows/ids.py uid_at) through the indexes that
+# start with api, workflow or status (workflows/models.py), never a full scan.
+
+
+def runs_by_parent(*, field: str, ids: list[int], since: datetime) -> dict[int, dict]:
+    """Per API or workflow (``field``: "api" or "workflow"): runs since ``since``,
+    failed ones among them, finished ones, and the newest run's uid and status."""
+    if not ids:
+        return {}
+    counts = (
+        Execution.objects.filter(**{f"{field}_id__in": ids}, uid__gte=uid_at(since))
+        .values(f"{field}_id")
+        .annotate(
+            runs=Count("uid"),
+            failures=Count("uid", filter=Q(status__in=FAILURE_STATUSES)),
+            succeeded=Count("uid", filter=Q(status=ExecutionStatus.SUCCEEDED)),
+        )
+    )
+    stats = {
+        row[f"{field}_id"]: {
+            "runs": row["runs"],
+            "failures": row["failures"],
+            "succeeded": row["succeeded"],
+            "last_uid": None,
+            "last_status": None,
+        }
+        for row in counts
+    }
+    newest = Execution.objects.filter(**{field: OuterRef("pk")}).order_by("-uid")
+    model = Execution._meta.get_field(field).related_model
+    latest = (
+        model.objects.filter(pk__in=ids)
+        .annotate(
+            last_uid=Subquery(newest.values("uid")[:1]),
+            last_status=Subquery(newest.values("status")[:1]),
+        )
+        .values_list("pk", "last_uid", "last_status")
+    )
+    empty = {"runs": 0, "failures": 0, "succeeded": 0}
+    for pk, last_uid, last_status in latest:
+        entry = stats.setdefault(pk, dict(empty))
+        entry["last_uid"], entry["last_status"] = last_uid, last_status
+    return stats
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile."""
+    if not sorted_values:
+        return None
+    rank = max(1, round(fraction * len(sorted_values) + 0.5))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def _durations(since: datetime) -> list[float]:
+    rows = (
+        Execution.objects.filter(uid__gte=uid_at(since), finished_at__isnull=False)
+        .exclude(started_at=None)
+        .order_by("-uid")
+        .values_list("started_at", "finished_at")[:DURATION_SAMPLE]
+    )
+    return sorted((end - start).total_seconds() for start, end in rows)
+
+
+def dashboard_stats(*, now: datetime | None = None) -> dict:
+    """The admin index: the last hour and day of triggers, runs and durations, the
+    queue, and runs per minute over the last hour."""
+    from triggers.stats import trigger_refusals_since
+
+    now = now or timezone.now()
+    hour, day = now - timedelta(hours=1), now - timedelta(days=1)
+    accepted = Q(api__isnull=False, rerun_of__isnull=True, parent__isnull=True)
+    by_status = (
+        Execution.objects.filter(uid__gte=uid_at(day))
+        .values("status")
+        .annotate(
+            day=Count("uid"),
+            hour=Count("uid", filter=Q(uid__gte=uid_at(hour))),
+            triggers_day=Count("uid", filter=accepted),
+            triggers_hour=Count("uid", filter=accepted & Q(uid__gte=uid_at(hour))),
+        )
+    )
+    statuses = {status: {"hour": 0, "day": 0} for status in ExecutionStatus.values}
+    triggers = {"hour": 0, "day": 0}
+    for row in by_status:
+        statuses[row["status"]] = {"hour": row["hour"], "day": row["day"]}
+        triggers["hour"] += row["triggers_hour"]
+        triggers["day"] += row["triggers_day"]
+    pending = dict(
+        Execution.objects.filter(
+            status__in=[ExecutionStatus.QUEUED, ExecutionStatus.RUNNING, ExecutionStatus.WAITING]
+        )
+        .values("status")
+        .annotate(n=Count("uid"))
+        .values_list("status", "n")
+    )
+    durations = {"hour": _durations(hour), "day": _durations(day)}
+    per_minute = {
+        row["minute"]: row
+        for row in Execution.objects.filter(uid__gte=uid_at(hour))
+        .annotate(minute=TruncMinute("created_at"))
+        .values("minute")
+        .annotate(runs=Count("uid"), failures=Count("uid", filter=Q(status__in=FAILURE_STATUSES)))
+    }
+    start = now.replace(second=0, microsecond=0) - timedelta(minutes=59)
+    minutes = []
+    for i in range(60):
+        at = start + timedelta(minutes=i)
+        row = per_minute.get(at, {})
+        minutes.append({"at": at, "runs": row.get("runs", 0), "failures": row.get("failures", 0)})
+    return {
+        "now": now,
+        "triggers_accepted": triggers,
+        "triggers_refused": {
+            "hour": trigger_refusals_since(hour),
+            "day": trigger_refusals_since(day),
+        },
+        "statuses": statuses,
+        "queue": {status: pending.get(status, 0) for status in ("queued", "running", "waiting")},
+        "durations": {
+            window: {
+                "p50": _percentile(values, 0.50),
+                "p95": _percentile(values, 0.95),
+                "sample": len(values),
+            }
+            for window, values in durations.items()
+        },
+        "per_minute": minutes,
+    }

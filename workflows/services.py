@@ -744,6 +744,25 @@ def execution_insert_and_queue(execution: Execution) -> Execution:
     return execution
 
 
+class WorkflowDisabled(Exception):
+    """A disabled workflow starts no new runs."""
+
+
+def workflow_run(*, workflow: Workflow, body: dict) -> Execution:
+    """Run a workflow by hand (the admin's "Run with a JSON input" action): a
+    queued run whose trigger input is what a POST with ``body`` gives, marked by
+    its user-agent. A disabled workflow refuses, as its APIs do."""
+    if not workflow.enabled:
+        raise WorkflowDisabled(f"Workflow {workflow.name!r} is disabled")
+    trigger_input = {
+        "method": "POST",
+        "body": body,
+        "query": {},
+        "headers": {"user-agent": "iolinker admin"},
+    }
+    return execution_insert_and_queue(Execution(workflow=workflow, input=trigger_input))
+
+
 class _ChildRuns:
     """How a subworkflow step runs its child (engine.Runner.run_child)."""
 

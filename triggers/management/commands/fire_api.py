@@ -44,18 +44,11 @@ class Command(BaseCommand):
     ):
         try:
             api = services.api_get(module=module, method=method)
-            data = self._payload(api, payload, payload_file)
-            if api.http_method == "GET":
-                query = {k: v if isinstance(v, list) else str(v) for k, v in data.items()}
-                call = services.TriggerCall(
-                    headers=self.HEADERS, query=query, idempotency_key=idempotency_key
-                )
-            else:
-                call = services.TriggerCall(
-                    headers=self.HEADERS, read_body=lambda: data, idempotency_key=idempotency_key
-                )
-            accepted = services.api_call(
-                module=module, method=method, call=call, authenticate=False
+            accepted = services.api_fire(
+                api=api,
+                payload=self._payload(api, payload, payload_file),
+                idempotency_key=idempotency_key,
+                headers=self.HEADERS,
             )
         except ApiError as exc:
             raise CommandError(exc.message) from None

@@ -1,0 +1,7 @@
+from django.contrib.admin.apps import AdminConfig
+
+
+class IolinkerAdminConfig(AdminConfig):
+    """django.contrib.admin with our site (iolinker/admin_site.py) as admin.site."""
+
+    default_site = "iolinker.admin_site.IolinkerAdminSite"
