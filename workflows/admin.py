@@ -354,7 +354,7 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ["status", TimeRangeFilter, "workflow", "api"]
     list_select_related = ["workflow", "api"]
     actions = ["cancel_selected", "rerun_selected"]
-    search_fields = ["=uid"]
+    search_fields = ["=uid"]  # (shows the search box; get_search_results does the lookup)
     search_help_text = "Exact execution uid"
     # A million runs: no full COUNT (neither of the whole table nor per filter
     # choice), a bounded one for the pages, sorting only by uid (= creation time;
@@ -363,6 +363,17 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     show_facets = ShowFacets.NEVER
     paginator = LimitedCountPaginator
     sortable_by = ["uid_text"]
+
+    def get_search_results(self, request, queryset, search_term):
+        """An exact uid through the primary key. Django's `=uid` compares
+        UPPER(uid::text), a scan of the whole table (measured: 0.9 s on a
+        million runs); anything that is not a uid finds nothing."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if term.isascii() and term.isdigit() and len(term) <= 19 and int(term) < 2**63:
+            return queryset.filter(uid=int(term)), False
+        return queryset.none(), False
     inlines = [CallbackDeliveryInline]
     change_form_template = "admin/workflows/execution/change_form.html"
     media = ADMIN_MEDIA
