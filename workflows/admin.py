@@ -374,6 +374,7 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         if term.isascii() and term.isdigit() and len(term) <= 19 and int(term) < 2**63:
             return queryset.filter(uid=int(term)), False
         return queryset.none(), False
+
     inlines = [CallbackDeliveryInline]
     change_form_template = "admin/workflows/execution/change_form.html"
     media = ADMIN_MEDIA
@@ -534,7 +535,7 @@ class EnvironmentVariableAdmin(admin.ModelAdmin):
 class CredentialForm(forms.ModelForm):
     base_url = forms.URLField(
         assume_scheme="https",
-        help_text="e.g. https://api.openai.com/v1 (POSTs go to <base>/chat/completions)",
+        help_text="e.g. https://api.openai.com/v1 (POSTs go to BASE/chat/completions)",
     )
     secret = forms.CharField(
         required=False,

@@ -8,7 +8,7 @@ from workflows import steps
 key_validator = RegexValidator(
     r"^[a-z_][a-z0-9_]{0,63}$",
     "Lowercase letters, digits and underscores, starting with a letter or underscore "
-    "(it is used in expressions as steps.<key>).",
+    "(it is used in expressions as steps.KEY).",
 )
 
 
@@ -21,7 +21,7 @@ class Workflow(models.Model):
     variables = models.JSONField(
         default=dict,
         blank=True,
-        help_text="Workflow variables (a JSON object), read in expressions as vars.<name>.",
+        help_text="Workflow variables (a JSON object), read in expressions as vars.NAME.",
     )
     timeout_seconds = models.PositiveIntegerField(
         null=True,
@@ -56,7 +56,7 @@ class Step(models.Model):
     key = models.CharField(
         max_length=64,
         validators=[key_validator],
-        help_text="Name of this step's output in later expressions: steps.<key>.",
+        help_text="Name of this step's output in later expressions: steps.KEY.",
     )
     type = models.CharField(max_length=32, choices=_step_type_choices)
     config = models.JSONField(default=dict, blank=True)
@@ -196,7 +196,7 @@ class Credential(models.Model):
     name = models.CharField(max_length=64, unique=True, validators=[key_validator])
     kind = models.CharField(max_length=16, choices=CredentialKind.choices)
     base_url = models.URLField(
-        help_text="e.g. https://api.openai.com/v1 (the step POSTs to <base>/chat/completions)"
+        help_text="e.g. https://api.openai.com/v1 (the step POSTs to BASE/chat/completions)"
     )
     model = models.CharField(max_length=100, blank=True, help_text="Default model name.")
     secret_encrypted = models.TextField(blank=True, editable=False)
