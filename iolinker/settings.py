@@ -6,7 +6,15 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from iolinker.env import database_from_url, env_bool, env_int, env_list, env_str, sqlite_database
+from iolinker.env import (
+    database_from_url,
+    env_bool,
+    env_int,
+    env_list,
+    env_networks,
+    env_str,
+    sqlite_database,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("IOLINKER_VAR_DIR") or BASE_DIR / "var")
@@ -168,6 +176,18 @@ IOLINKER_TRIGGER_HEADERS = frozenset(
     )
 )
 DATA_UPLOAD_MAX_MEMORY_SIZE = IOLINKER_MAX_BODY_BYTES
+
+# --- Caller limits (triggers/throttle.py; README, "Limits") -------------------
+# Peers whose X-Forwarded-For is believed (comma-separated CIDRs): the caller's
+# address is then the right-most one in it that is not a trusted proxy. Empty:
+# the caller is the TCP peer (REMOTE_ADDR), whatever the headers say.
+IOLINKER_TRUSTED_PROXIES = env_networks("IOLINKER_TRUSTED_PROXIES")
+# Wrong credentials for one API from one address: after this many within the
+# window, that address's calls of that API answer 429 until the window passes
+# (its right credentials too: otherwise 429 vs 202 would still tell a guesser
+# when it is right). 0: no throttle.
+IOLINKER_AUTH_FAILURE_LIMIT = env_int("IOLINKER_AUTH_FAILURE_LIMIT", 10, minimum=0)
+IOLINKER_AUTH_FAILURE_WINDOW = env_int("IOLINKER_AUTH_FAILURE_WINDOW", 300, minimum=1)
 
 # --- Workers (django-q2) ------------------------------------------------------
 # A run is killed after IOLINKER_RUN_TIMEOUT seconds; django-q2 redelivers an

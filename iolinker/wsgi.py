@@ -95,6 +95,7 @@ class TriggerApplication:
                 headers=_headers(environ),
                 query=QueryDict(get_bytes_from_wsgi(environ, "QUERY_STRING", "")),
                 read_body=lambda: body_read(environ.get("CONTENT_LENGTH"), body_reader(environ)),
+                remote_addr=environ.get("REMOTE_ADDR", ""),
             )
         except Exception as exc:
             spec, message, extra = responses.error_parts(

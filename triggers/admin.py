@@ -69,6 +69,7 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
         (None, {"fields": ["module", "method", "http_method", "workflow", "enabled", "full_url"]}),
         ("Sync calls", {"fields": ["sync_enabled", "sync_timeout"]}),
         ("Authentication", {"fields": ["auth_mode", "secret_state", "auth_user", "password"]}),
+        ("Limits", {"fields": ["ip_allowlist", ("rate_limit", "rate_limit_period")]}),
         ("Completion callback", {"fields": ["callback_url", "callback_secret_state"]}),
         (None, {"fields": ["debug_payload", "description", "created_at", "updated_at"]}),
     ]

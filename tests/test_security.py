@@ -1,0 +1,355 @@
+"""Security promises (docs/reliability.md, "Security"): who may call an API
+from where and how often, whose runs a credential reaches, what is never
+stored or shown, and the web protections."""
+
+import time
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
+
+from iolinker.env import env_networks
+from tests.conftest import make_api
+from tests.helpers import queue_is_redis
+from tests.test_trigger_errors import assert_error
+from triggers import services, throttle
+from triggers.models import AuthMode
+from workflows.models import Execution
+
+pytestmark = pytest.mark.django_db
+
+ATTACKER = "198.51.100.66"
+CALLER = "203.0.113.9"
+
+
+def post(caller, path, *, ip=CALLER, **headers):
+    return caller.post(
+        path, data="{}", content_type="application/json", headers=headers, REMOTE_ADDR=ip
+    )
+
+
+def retry_after(response) -> int:
+    return int(response["Retry-After"])
+
+
+@pytest.fixture
+def failure_limit(settings):
+    settings.IOLINKER_AUTH_FAILURE_LIMIT = 3
+    settings.IOLINKER_AUTH_FAILURE_WINDOW = 300
+    return 3
+
+
+@pytest.fixture
+def hashes(monkeypatch):
+    """Counts the slow password hash checks."""
+    calls = []
+    real = services.check_password
+    monkeypatch.setattr(services, "check_password", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+PRIVATE = "/v1/api/shop/private/async"
+SECURE = "/v1/api/shop/secure/async"
+RIGHT = {"user": "alice", "password": "s3cret-pass"}
+WRONG = {"user": "alice", "password": "guess"}
+
+
+# Brute force ---------------------------------------------------------------------
+
+
+def test_wrong_passwords_from_one_address_are_throttled_with_retry_after(
+    caller, password_api, failure_limit, hashes
+):
+    for _ in range(failure_limit):
+        assert_error(post(caller, PRIVATE, ip=ATTACKER, **WRONG), 401, "requestError.unauthorized")
+    refused = post(caller, PRIVATE, ip=ATTACKER, **WRONG)
+    assert_error(refused, 429, "requestError.tooManyRequests")
+    assert 1 <= retry_after(refused) <= 300
+    # The refused attempt ran no slow hash: a flood of guesses costs no CPU.
+    assert len(hashes) == failure_limit
+    for _ in range(5):
+        assert post(caller, PRIVATE, ip=ATTACKER, **WRONG).status_code == 429
+    assert len(hashes) == failure_limit
+
+
+def test_a_throttled_address_is_refused_even_with_the_right_password(
+    caller, password_api, failure_limit, hashes
+):
+    # Otherwise 429 for a wrong guess and 202 for the right one would still
+    # answer the guesser at full speed.
+    for _ in range(failure_limit + 1):
+        post(caller, PRIVATE, ip=ATTACKER, **WRONG)
+    before = len(hashes)
+    assert_error(post(caller, PRIVATE, ip=ATTACKER, **RIGHT), 429, "requestError.tooManyRequests")
+    assert len(hashes) == before
+    assert not Execution.objects.exists()
+
+
+def test_the_right_caller_from_another_address_is_not_locked_out(
+    caller, password_api, failure_limit
+):
+    for _ in range(failure_limit + 1):
+        post(caller, PRIVATE, ip=ATTACKER, **WRONG)
+    assert post(caller, PRIVATE, ip=CALLER, **RIGHT).status_code == 202
+    # ... and that address has its own count of failures.
+    assert_error(post(caller, PRIVATE, ip=CALLER, **WRONG), 401, "requestError.unauthorized")
+
+
+def test_the_throttle_is_per_api(caller, password_api, token_api, failure_limit):
+    for _ in range(failure_limit + 1):
+        post(caller, PRIVATE, ip=ATTACKER, **WRONG)
+    response = post(caller, SECURE, ip=ATTACKER, token=token_api.plain_token)
+    assert response.status_code == 202
+
+
+def test_wrong_tokens_are_throttled_too(caller, token_api, failure_limit):
+    for _ in range(failure_limit):
+        response = post(caller, SECURE, ip=ATTACKER, token="guess")
+        assert_error(response, 401, "requestError.unauthorized")
+    refused = post(caller, SECURE, ip=ATTACKER, token="guess")
+    assert_error(refused, 429, "requestError.tooManyRequests")
+    assert retry_after(refused) >= 1
+    assert post(caller, SECURE, ip=CALLER, token=token_api.plain_token).status_code == 202
+
+
+def test_missing_credentials_are_not_counted_as_failures(caller, token_api, failure_limit):
+    for _ in range(failure_limit * 2):
+        assert_error(post(caller, SECURE, ip=CALLER), 401, "requestError.invalidParams")
+    assert post(caller, SECURE, ip=CALLER, token=token_api.plain_token).status_code == 202
+
+
+def test_the_block_ends_when_the_window_passes(
+    caller, password_api, failure_limit, monkeypatch, hashes
+):
+    for _ in range(failure_limit + 1):
+        post(caller, PRIVATE, ip=ATTACKER, **WRONG)
+    assert post(caller, PRIVATE, ip=ATTACKER, **RIGHT).status_code == 429
+    later = time.time() + 301
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert post(caller, PRIVATE, ip=ATTACKER, **RIGHT).status_code == 202
+
+
+def test_a_process_that_learns_of_the_block_from_the_storage_runs_no_hash(
+    caller, password_api, failure_limit, hashes
+):
+    for _ in range(failure_limit + 1):
+        post(caller, PRIVATE, ip=ATTACKER, **WRONG)
+    # Another web process shares the counters (Redis) but not this process's
+    # dict of blocked addresses: it asks the storage before hashing.
+    throttle._Blocked.until = {}
+    before = len(hashes)
+    assert_error(post(caller, PRIVATE, ip=ATTACKER, **WRONG), 429, "requestError.tooManyRequests")
+    assert len(hashes) == before
+    assert throttle._Blocked.until  # ... and from then on knows it without asking
+
+
+def test_status_and_cancel_share_the_throttle(caller, token_api, failure_limit):
+    uid = post(caller, SECURE, ip=CALLER, token=token_api.plain_token).json()["response"]["uid"]
+    status = f"/v1/api/shop/secure/executions/{uid}"
+    for _ in range(failure_limit):
+        response = caller.get(status, headers={"token": "guess"}, REMOTE_ADDR=ATTACKER)
+        assert_error(response, 401, "requestError.unauthorized")
+    response = caller.get(status, headers={"token": "guess"}, REMOTE_ADDR=ATTACKER)
+    assert_error(response, 429, "requestError.tooManyRequests")
+    cancel = caller.post(
+        status + "/cancel", headers={"token": token_api.plain_token}, REMOTE_ADDR=ATTACKER
+    )
+    assert_error(cancel, 429, "requestError.tooManyRequests")
+    assert post(caller, SECURE, ip=ATTACKER, token=token_api.plain_token).status_code == 429
+    ok = caller.get(status, headers={"token": token_api.plain_token}, REMOTE_ADDR=CALLER)
+    assert ok.status_code == 200
+
+
+def test_the_throttle_can_be_switched_off(caller, token_api, settings):
+    settings.IOLINKER_AUTH_FAILURE_LIMIT = 0
+    for _ in range(20):
+        assert post(caller, SECURE, ip=ATTACKER, token="guess").status_code == 401
+
+
+# Per-API rate limit ----------------------------------------------------------------
+
+
+def test_calls_past_the_rate_limit_get_429_with_retry_after(caller, token_api):
+    token_api.rate_limit, token_api.rate_limit_period = 2, "minute"
+    token_api.save()
+    for _ in range(2):
+        assert post(caller, SECURE, token=token_api.plain_token).status_code == 202
+    refused = post(caller, SECURE, token=token_api.plain_token)
+    assert_error(refused, 429, "requestError.tooManyRequests")
+    assert 1 <= retry_after(refused) <= 60
+    assert Execution.objects.count() == 2
+    # All callers together: another address is refused as well.
+    assert post(caller, SECURE, ip=ATTACKER, token=token_api.plain_token).status_code == 429
+
+
+def test_callers_without_credentials_do_not_use_up_the_rate_limit(caller, token_api):
+    token_api.rate_limit, token_api.rate_limit_period = 1, "hour"
+    token_api.save()
+    for _ in range(3):
+        assert post(caller, SECURE, ip=ATTACKER, token="guess").status_code == 401
+    assert post(caller, SECURE, token=token_api.plain_token).status_code == 202
+
+
+def test_the_rate_limit_is_per_api(caller, token_api, open_api):
+    token_api.rate_limit, token_api.rate_limit_period = 1, "minute"
+    token_api.save()
+    assert post(caller, SECURE, token=token_api.plain_token).status_code == 202
+    assert post(caller, SECURE, token=token_api.plain_token).status_code == 429
+    assert post(caller, "/v1/api/shop/order/async").status_code == 202
+
+
+def test_the_rate_limit_per_second_lets_the_next_second_through(caller, open_api, monkeypatch):
+    open_api.rate_limit, open_api.rate_limit_period = 1, "second"
+    open_api.save()
+    assert post(caller, "/v1/api/shop/order/async").status_code == 202
+    refused = post(caller, "/v1/api/shop/order/async")
+    assert refused.status_code == 429
+    assert refused["Retry-After"] == "1"
+    later = time.time() + 2.5
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert post(caller, "/v1/api/shop/order/async").status_code == 202
+
+
+# IP allowlist ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def listed_api(token_api):
+    token_api.ip_allowlist = "203.0.113.0/24,\n2001:db8::/32"
+    token_api.save()
+    return token_api
+
+
+@pytest.mark.parametrize(
+    "ip", ["203.0.113.9", "203.0.113.250", "2001:db8::1", "::ffff:203.0.113.9"]
+)
+def test_an_allowlisted_address_may_call(caller, listed_api, ip):
+    assert post(caller, SECURE, ip=ip, token=listed_api.plain_token).status_code == 202
+
+
+@pytest.mark.parametrize("ip", ["198.51.100.66", "203.0.114.1", "2001:db9::1", "", "bogus"])
+def test_other_addresses_get_403_ip_not_allowed(caller, listed_api, ip):
+    response = post(caller, SECURE, ip=ip, token=listed_api.plain_token)
+    assert_error(response, 403, "requestError.ipNotAllowed")
+    assert not Execution.objects.exists()
+
+
+def test_the_allowlist_is_checked_before_credentials(caller, listed_api, failure_limit):
+    for _ in range(failure_limit + 2):
+        response = post(caller, SECURE, ip=ATTACKER, token="guess")
+        assert_error(response, 403, "requestError.ipNotAllowed")
+    # Nothing was counted against the address: it learns nothing about credentials.
+    assert not throttle._Blocked.until
+
+
+def test_the_allowlist_holds_for_status_and_cancel(caller, listed_api):
+    uid = post(caller, SECURE, token=listed_api.plain_token).json()["response"]["uid"]
+    status = f"/v1/api/shop/secure/executions/{uid}"
+    headers = {"token": listed_api.plain_token}
+    assert caller.get(status, headers=headers, REMOTE_ADDR=CALLER).status_code == 200
+    response = caller.get(status, headers=headers, REMOTE_ADDR=ATTACKER)
+    assert_error(response, 403, "requestError.ipNotAllowed")
+    response = caller.post(status + "/cancel", headers=headers, REMOTE_ADDR=ATTACKER)
+    assert_error(response, 403, "requestError.ipNotAllowed")
+
+
+@pytest.mark.parametrize("text", ["10.0.0.0/33", "example.com", "10.0.0.1, nope"])
+def test_the_admin_refuses_a_malformed_allowlist(listed_api, text):
+    listed_api.ip_allowlist = text
+    with pytest.raises(ValidationError) as info:
+        listed_api.full_clean()
+    assert "ip_allowlist" in info.value.message_dict
+
+
+# The caller's address behind proxies -----------------------------------------------
+
+
+@pytest.fixture
+def proxies(settings):
+    settings.IOLINKER_TRUSTED_PROXIES = env_networks("P", environ={"P": "10.0.0.0/8, fd00::/8"})
+
+
+@pytest.mark.parametrize(
+    "peer,forwarded,expected",
+    [
+        ("10.0.0.5", None, "10.0.0.5"),
+        ("10.0.0.5", "203.0.113.9", "203.0.113.9"),
+        # A caller may write anything left of what our proxy appended.
+        ("10.0.0.5", "1.1.1.1, 203.0.113.9", "203.0.113.9"),
+        ("10.0.0.5", "203.0.113.9, 10.0.0.7", "203.0.113.9"),
+        ("10.0.0.5", " 203.0.113.9 ,10.1.2.3 , 10.0.0.7", "203.0.113.9"),
+        ("10.0.0.5", "garbage, 10.0.0.7", "10.0.0.7"),
+        ("10.0.0.5", "10.0.0.8, 10.0.0.7", "10.0.0.8"),
+        ("fd00::1", "2001:db8::5", "2001:db8::5"),
+        # From a peer that is not a trusted proxy the header is the caller's own words.
+        ("198.51.100.66", "203.0.113.9", "198.51.100.66"),
+    ],
+)
+def test_client_ip_believes_only_trusted_proxies(proxies, peer, forwarded, expected):
+    assert throttle.client_ip(remote_addr=peer, forwarded_for=forwarded) == expected
+
+
+def test_without_trusted_proxies_forwarded_for_is_ignored():
+    assert throttle.client_ip(remote_addr="10.0.0.5", forwarded_for="203.0.113.9") == "10.0.0.5"
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_is_checked(caller, listed_api, proxies):
+    token = listed_api.plain_token
+    via_proxy = {"ip": "10.0.0.5", "token": token}
+    assert post(caller, SECURE, **via_proxy, x_forwarded_for=CALLER).status_code == 202
+    spoofed = post(caller, SECURE, **via_proxy, x_forwarded_for=f"{CALLER}, {ATTACKER}")
+    assert_error(spoofed, 403, "requestError.ipNotAllowed")
+    direct = post(caller, SECURE, ip=ATTACKER, token=token, x_forwarded_for=CALLER)
+    assert_error(direct, 403, "requestError.ipNotAllowed")
+
+
+def test_behind_a_trusted_proxy_failures_count_per_forwarded_address(
+    caller, token_api, proxies, failure_limit
+):
+    for _ in range(failure_limit + 1):
+        post(caller, SECURE, ip="10.0.0.5", token="guess", x_forwarded_for=ATTACKER)
+    right = {"ip": "10.0.0.5", "token": token_api.plain_token}
+    assert post(caller, SECURE, **right, x_forwarded_for=CALLER).status_code == 202
+    assert post(caller, SECURE, **right, x_forwarded_for=ATTACKER).status_code == 429
+
+
+# Cost on the hot path ----------------------------------------------------------------
+
+
+def test_a_right_caller_of_an_api_with_an_allowlist_costs_no_extra_query(
+    caller, listed_api, django_assert_num_queries
+):
+    token = listed_api.plain_token
+    post(caller, SECURE, token=token)  # leases the uid number, caches the API
+    one_statement = queue_is_redis() or connection.vendor == "postgresql"
+    with django_assert_num_queries(1 if one_statement else 4):
+        assert post(caller, SECURE, token=token).status_code == 202
+
+
+def test_the_storage_is_not_touched_by_a_right_caller_without_limits(
+    caller, token_api, monkeypatch
+):
+    post(caller, SECURE, token=token_api.plain_token)
+    monkeypatch.setattr(throttle._Limits, "get", lambda: pytest.fail("storage used"))
+    assert post(caller, SECURE, token=token_api.plain_token).status_code == 202
+
+
+def test_an_unreachable_limit_storage_answers_503(caller, token_api, monkeypatch):
+    from limits.errors import StorageError
+
+    class Down:
+        def hit(self, *args, **kwargs):
+            raise StorageError(ConnectionError("down"))
+
+    token_api.rate_limit = 5
+    token_api.save()
+    monkeypatch.setattr(throttle._Limits, "get", lambda: type("L", (), {"sliding": Down()}))
+    response = post(caller, SECURE, token=token_api.plain_token)
+    assert_error(response, 503, "serverError.unavailable")
+    assert not Execution.objects.exists()
+
+
+def test_open_api_needs_no_throttle(caller, echo_workflow, failure_limit):
+    make_api(echo_workflow, method="free", auth_mode=AuthMode.NONE)
+    for _ in range(failure_limit + 2):
+        assert post(caller, "/v1/api/shop/free/async", ip=ATTACKER).status_code == 202
