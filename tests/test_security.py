@@ -2,19 +2,23 @@
 from where and how often, whose runs a credential reaches, what is never
 stored or shown, and the web protections."""
 
+import json
 import time
 
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 
 from iolinker.env import env_networks
-from tests.conftest import make_api
+from tests.conftest import make_api, make_workflow
 from tests.helpers import queue_is_redis
+from tests.test_admin_engine import workflow_form
 from tests.test_trigger_errors import assert_error
 from triggers import services, throttle
 from triggers.models import AuthMode
-from workflows.models import Execution
+from workflows.models import Execution, Workflow
 
 pytestmark = pytest.mark.django_db
 
@@ -353,3 +357,111 @@ def test_open_api_needs_no_throttle(caller, echo_workflow, failure_limit):
     make_api(echo_workflow, method="free", auth_mode=AuthMode.NONE)
     for _ in range(failure_limit + 2):
         assert post(caller, "/v1/api/shop/free/async", ip=ATTACKER).status_code == 202
+
+
+# Isolation: code steps need their own admin permission ------------------------------
+
+CODE = {"key": "calc", "type": "code", "config": {"code": "return {'n': 1}"}}
+TRANSFORM = {"key": "shape", "type": "transform", "config": {"value": 1}}
+
+
+def staff_client(client, *codenames: str):
+    user = User.objects.create_user("editor", password="x", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client.force_login(user)
+    return client
+
+
+EDITOR = ["add_workflow", "change_workflow", "view_workflow", "add_step", "change_step"]
+EDITOR += ["delete_step", "view_step", "view_workflowversion"]
+
+
+@pytest.fixture
+def editor(client):
+    """A staff user who may edit workflows but not code steps."""
+    return staff_client(client, *EDITOR)
+
+
+@pytest.fixture
+def coder(client):
+    return staff_client(client, *EDITOR, "change_code_step")
+
+
+def existing_step_form(workflow, **changes) -> dict:
+    """The change form of ``workflow`` as the admin renders it, with ``changes``."""
+    steps = list(workflow.steps.order_by("position"))
+    data = workflow_form(workflow.name, [{} for _ in steps])
+    data["steps-INITIAL_FORMS"] = str(len(steps))
+    for i, step in enumerate(steps):
+        values = {
+            "id": step.pk,
+            "workflow": workflow.pk,
+            "position": step.position,
+            "key": step.key,
+            "type": step.type,
+            "config": json.dumps(step.config),
+            "next": step.next,
+            "on_error": step.on_error,
+            "error_next": step.error_next,
+            "retries": step.retries,
+            "retry_interval": step.retry_interval,
+            "retry_backoff": step.retry_backoff,
+            "timeout": step.timeout or "",
+        }
+        values.update(changes.get(step.key, {}))
+        data.update({f"steps-{i}-{name}": str(value) for name, value in values.items()})
+    return data
+
+
+def test_an_editor_without_the_permission_cannot_add_a_code_step(editor):
+    response = editor.post("/admin/workflows/workflow/add/", workflow_form("wf", [CODE]))
+    assert response.status_code == 200
+    assert "Can add or change code steps" in response.content.decode()
+    assert not Workflow.objects.filter(name="wf").exists()
+
+
+def test_an_editor_without_the_permission_may_add_other_steps(editor):
+    response = editor.post("/admin/workflows/workflow/add/", workflow_form("wf", [TRANSFORM]))
+    assert response.status_code == 302
+    assert Workflow.objects.get(name="wf").steps.get().type == "transform"
+
+
+def test_an_editor_without_the_permission_cannot_change_a_code_step(editor):
+    workflow = make_workflow("wf", [("calc", "code", {"code": "return 1"})])
+    page = f"/admin/workflows/workflow/{workflow.pk}/change/"
+    # Saving it untouched (other fields may change) is allowed ...
+    data = existing_step_form(workflow)
+    data["description"] = "edited"
+    assert editor.post(page, data).status_code == 302
+    # ... changing its code, or its type, is not.
+    for change in ({"config": '{"code": "return 2"}'}, {"type": "transform"}):
+        response = editor.post(page, existing_step_form(workflow, calc=change))
+        assert response.status_code == 200
+        assert "Can add or change code steps" in response.content.decode()
+    assert workflow.steps.get().config == {"code": "return 1"}
+
+
+def test_the_permission_allows_code_steps(coder):
+    response = coder.post("/admin/workflows/workflow/add/", workflow_form("wf", [CODE]))
+    assert response.status_code == 302
+    assert Workflow.objects.get(name="wf").steps.get().type == "code"
+
+
+def test_an_editor_without_the_permission_cannot_import_code_steps(editor):
+    document = {"format": "iolinker.workflow", "formatVersion": 1, "name": "imp", "steps": [CODE]}
+    upload = SimpleUploadedFile("wf.json", json.dumps(document).encode())
+    response = editor.post("/admin/workflows/workflow/import/", {"file": upload})
+    assert response.status_code == 200
+    assert "Can add or change code steps" in response.content.decode()
+    assert not Workflow.objects.filter(name="imp").exists()
+
+
+def test_a_viewer_sees_runs_but_cannot_change_workflows(client, open_api):
+    viewer = staff_client(client, "view_execution", "view_steprun", "view_workflow")
+    assert viewer.get("/admin/workflows/execution/").status_code == 200
+    page = f"/admin/workflows/workflow/{open_api.workflow.pk}/change/"
+    assert viewer.get(page).status_code == 200  # read-only view
+    data = existing_step_form(open_api.workflow)
+    data["description"] = "edited"
+    assert viewer.post(page, data).status_code == 403
+    assert viewer.get("/admin/triggers/apidefinition/").status_code == 403
