@@ -4,7 +4,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from triggers import callbacks, services
-from triggers.models import ApiDefinition, AuthMode, CallbackDelivery
+from triggers.models import ApiDefinition, AuthMode, CallbackDelivery, RatePeriod
 
 
 class ApiDefinitionForm(forms.ModelForm):
@@ -30,6 +30,14 @@ class ApiDefinitionForm(forms.ModelForm):
             "debug_payload",
             "description",
         ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "rate_limit_period" in self.fields:  # only meaningful with a rate limit
+            self.fields["rate_limit_period"].required = False
+
+    def clean_rate_limit_period(self):
+        return self.cleaned_data.get("rate_limit_period") or RatePeriod.MINUTE
 
     def clean(self):
         data = super().clean()
