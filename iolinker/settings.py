@@ -240,6 +240,32 @@ IOLINKER_CALLBACK_MAX_ATTEMPTS = env_int("IOLINKER_CALLBACK_MAX_ATTEMPTS", 8, mi
 # Seconds before the first retry; each later wait is 4x the one before (up to 12 h).
 IOLINKER_CALLBACK_RETRY_BASE = env_int("IOLINKER_CALLBACK_RETRY_BASE", 30, minimum=1)
 
+# --- HTTPS --------------------------------------------------------------------
+# IOLINKER_HTTPS=1: served to browsers and callers over HTTPS by a TLS-terminating
+# proxy that sets X-Forwarded-Proto (and overwrites a caller's own). Then requests
+# it marks https are secure, answers to them carry HSTS, and the admin's session
+# and CSRF cookies are sent over HTTPS only.
+IOLINKER_HTTPS = env_bool("IOLINKER_HTTPS", False)
+if IOLINKER_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("IOLINKER_HSTS_SECONDS", 365 * 24 * 3600, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("IOLINKER_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("IOLINKER_HSTS_PRELOAD", False)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+# Django's defaults already send nosniff, X-Frame-Options: DENY,
+# Referrer-Policy: same-origin and Cross-Origin-Opener-Policy: same-origin
+# (iolinker/responses.py sends the same from the WSGI trigger path).
+SILENCED_SYSTEM_CHECKS = [
+    # W008, SECURE_SSL_REDIRECT off: redirecting http to https is the TLS proxy's
+    # job; here it would turn an API caller's POST into a body-less GET.
+    "security.W008",
+]
+if not env_bool("IOLINKER_HSTS_PRELOAD", False):
+    # W021, no HSTS preload: joining browsers' preload lists is a choice of the
+    # registrable domain's owner (IOLINKER_HSTS_PRELOAD=1 sends it).
+    SILENCED_SYSTEM_CHECKS.append("security.W021")
+
 # --- Logging ------------------------------------------------------------------
 LOGGING = {
     "version": 1,

@@ -3,17 +3,21 @@ from where and how often, whose runs a credential reaches, what is never
 stored or shown, and the web protections."""
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
+from django.test import Client
 
 from iolinker.env import env_networks
 from tests.conftest import make_api, make_workflow
-from tests.helpers import queue_is_redis
+from tests.helpers import BASE_DIR, queue_is_redis
 from tests.test_admin_engine import workflow_form
 from tests.test_trigger_errors import assert_error
 from triggers import services, throttle
@@ -465,3 +469,185 @@ def test_a_viewer_sees_runs_but_cannot_change_workflows(client, open_api):
     data["description"] = "edited"
     assert viewer.post(page, data).status_code == 403
     assert viewer.get("/admin/triggers/apidefinition/").status_code == 403
+
+
+# Secrets: never stored with a run, never logged, never shown --------------------------
+
+SECRETS = {
+    "token": "tok-SECRET-1",
+    "password": "pw-SECRET-2",
+    "authorization": "Bearer SECRET-3",
+    "proxy-authorization": "Basic SECRET-4",
+    "cookie": "sessionid=SECRET-5",
+    "x-api-key": "SECRET-6",
+}
+
+
+def test_credential_headers_are_never_stored_in_a_run(caller, open_api, settings):
+    # Even when an operator lists them as headers to keep.
+    settings.IOLINKER_TRIGGER_HEADERS = frozenset({*SECRETS, "user-agent"})
+    response = post(caller, "/v1/api/shop/order/async", user_agent="probe/1", **SECRETS)
+    assert response.status_code == 202
+    stored = Execution.objects.get().input
+    assert stored["headers"] == {"user-agent": "probe/1"}
+    assert all(secret not in json.dumps(stored) for secret in SECRETS.values())
+
+
+def test_credentials_are_never_logged(caller, token_api, password_api, caplog, monkeypatch):
+    caplog.set_level("DEBUG")
+    post(caller, SECURE, token="tok-SECRET-1")  # wrong token
+    post(caller, PRIVATE, user="alice", password="pw-SECRET-2")  # wrong password
+    post(caller, SECURE, token=token_api.plain_token)  # right one
+    # An unexpected error is logged with its traceback: still no credential.
+    monkeypatch.setattr(services, "execution_queue", lambda **kw: 1 / 0)
+    response = post(caller, PRIVATE, user="alice", password="s3cret-pass", authorization="SECRET-3")
+    assert response.status_code == 500
+    logged = "\n".join(record.getMessage() + (record.exc_text or "") for record in caplog.records)
+    logged += caplog.text
+    assert "Unhandled error" in logged
+    for secret in ("tok-SECRET-1", "pw-SECRET-2", "s3cret-pass", "SECRET-3", token_api.plain_token):
+        assert secret not in logged
+
+
+def test_the_admin_never_shows_a_stored_secret(admin_client, token_api, password_api):
+    password_api.refresh_from_db()
+    for api, stored in [
+        (token_api, token_api.token_hash),
+        (password_api, password_api.password_hash),
+    ]:
+        html = admin_client.get(f"/admin/triggers/apidefinition/{api.pk}/change/").content.decode()
+        assert "stored hashed" in html
+        assert stored not in html
+        assert "s3cret-pass" not in html
+    listing = admin_client.get("/admin/triggers/apidefinition/").content.decode()
+    assert token_api.plain_token not in listing
+
+
+# Web: CSRF, cookies, security headers, deploy checks -------------------------------
+
+
+def test_admin_pages_need_a_login(client):
+    response = client.get("/admin/triggers/apidefinition/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+
+
+def test_admin_forms_enforce_csrf(admin_user, echo_workflow):
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(admin_user)
+    data = {"name": "x", "description": "", "steps-TOTAL_FORMS": "0"}
+    response = browser.post("/admin/workflows/workflow/add/", data)
+    assert response.status_code == 403
+    assert not Workflow.objects.filter(name="x").exists()
+    # With the token from the form, the same post goes through to validation.
+    page = browser.get("/admin/workflows/workflow/add/")
+    data["csrfmiddlewaretoken"] = page.context["csrf_token"]
+    assert browser.post("/admin/workflows/workflow/add/", data).status_code != 403
+
+
+def test_trigger_endpoints_are_csrf_exempt_even_with_a_session(admin_user, token_api):
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(admin_user)  # a session cookie, no CSRF token
+    response = post(browser, SECURE, token=token_api.plain_token)
+    assert response.status_code == 202
+    location = response["Location"]
+    headers = {"token": token_api.plain_token}
+    assert browser.post(location + "/cancel", headers=headers).status_code == 200
+
+
+def assert_cookieless(response):
+    assert not response.cookies
+    assert not response.has_header("Set-Cookie")
+
+
+def test_public_endpoints_never_set_cookies(caller, token_api, admin_user):
+    response = post(caller, SECURE, token=token_api.plain_token)
+    assert_cookieless(response)
+    location, headers = response["Location"], {"token": token_api.plain_token}
+    assert_cookieless(caller.get(location, headers=headers))
+    assert_cookieless(caller.post(location + "/cancel", headers=headers))
+    assert_cookieless(caller.get("/v1/openapi.json"))
+    assert_cookieless(post(caller, SECURE, token="wrong"))
+    assert_cookieless(caller.get("/v1/nowhere"))
+
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def test_public_answers_carry_the_security_headers(caller, token_api):
+    response = post(caller, SECURE, token=token_api.plain_token)
+    others = [
+        response,
+        caller.get(response["Location"], headers={"token": token_api.plain_token}),
+        caller.get("/v1/openapi.json"),
+        post(caller, SECURE, token="wrong"),
+    ]
+    for answer in others:
+        for name, value in SECURITY_HEADERS.items():
+            assert answer[name] == value
+        assert not answer.has_header("Strict-Transport-Security")  # not over plain HTTP
+
+
+@pytest.fixture
+def https(settings):
+    """What IOLINKER_HTTPS=1 sets (behind a TLS proxy that sets X-Forwarded-Proto)."""
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_HSTS_SECONDS = 31536000
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+
+
+def test_answers_over_https_carry_hsts(caller, token_api, https):
+    hsts = "max-age=31536000; includeSubDomains"
+    secure = post(caller, SECURE, token=token_api.plain_token, x_forwarded_proto="https")
+    assert secure.status_code == 202
+    assert secure["Strict-Transport-Security"] == hsts
+    error = post(caller, SECURE, token="wrong", x_forwarded_proto="https")
+    assert error["Strict-Transport-Security"] == hsts
+    plain = post(caller, SECURE, token=token_api.plain_token, x_forwarded_proto="http")
+    assert not plain.has_header("Strict-Transport-Security")
+
+
+def test_django_answers_over_https_carry_hsts(client, https):
+    response = client.get("/v1/openapi.json", headers={"x-forwarded-proto": "https"})
+    assert response["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+
+
+def _check_deploy(tmp_path, **env) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IOLINKER_")}
+    environ.update(IOLINKER_VAR_DIR=str(tmp_path), **env)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=BASE_DIR,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_check_deploy_is_clean_in_the_production_configuration(tmp_path):
+    result = _check_deploy(
+        tmp_path,
+        DEBUG="0",
+        SECRET_KEY="x" * 10 + "".join(chr(65 + i % 26) for i in range(60)),
+        IOLINKER_HTTPS="1",
+        ALLOWED_HOSTS="iolinker.example.com",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_flags_a_configuration_without_https(tmp_path):
+    result = _check_deploy(tmp_path, DEBUG="1", ALLOWED_HOSTS="iolinker.example.com")
+    assert result.returncode != 0
+    for check in ("security.W004", "security.W012", "security.W016", "security.W018"):
+        assert check in result.stderr + result.stdout
+
+
+def test_malformed_trusted_proxies_are_refused_at_start_up():
+    with pytest.raises(ImproperlyConfigured):
+        env_networks("P", environ={"P": "10.0.0.0/8, proxy.local"})
