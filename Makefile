@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install clean bench
+.PHONY: run test lint format install clean bench audit
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -31,6 +31,13 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Known vulnerabilities of the installed dependencies (needs the vulnerability
+# database online). --strict: a dependency it could not look up fails the audit too,
+# so an unreachable database never reads as "no known vulnerabilities".
+audit: $(STAMP)
+	$(VENV)/bin/pip-audit --strict --skip-editable --progress-spinner off \
+		|| { echo "pip-audit FAILED: a vulnerable dependency (upgrade it, or add --ignore-vuln ID here with the reason), or dependencies it could not audit (vulnerability database unreachable: nothing was checked)"; exit 1; }
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
