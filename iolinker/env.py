@@ -4,6 +4,7 @@ Each helper raises ``ImproperlyConfigured`` on a malformed value instead of
 silently falling back, so a typo in a deployment fails at start-up.
 """
 
+import ipaddress
 import os
 from collections.abc import Mapping
 
@@ -58,6 +59,21 @@ def env_list(
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_networks(
+    name: str, *, environ: Mapping[str, str] = os.environ
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated IP networks (CIDRs; a bare address is a /32 or /128)."""
+    networks = []
+    for item in env_list(name, [], environ=environ):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must be comma-separated IP networks (CIDRs), got {item!r}"
+            ) from None
+    return tuple(networks)
 
 
 def database_from_url(

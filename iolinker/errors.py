@@ -24,6 +24,9 @@ INVALID_JSON = ErrorSpec("requestError.invalidParams", 400, "Request body is not
 BODY_NOT_OBJECT = ErrorSpec("requestError.invalidParams", 400, "Request body must be a JSON object")
 FORBIDDEN = ErrorSpec("requestError.forbidden", 403, "Forbidden")
 API_DISABLED = ErrorSpec("requestError.apiDisabled", 403, "API is not enabled")
+IP_NOT_ALLOWED = ErrorSpec(
+    "requestError.ipNotAllowed", 403, "This API does not accept calls from your address"
+)
 NOT_FOUND = ErrorSpec("requestError.notFound", 404, "API not found")
 METHOD_NOT_ALLOWED = ErrorSpec("requestError.methodNotAllowed", 405, "Method not allowed")
 PAYLOAD_TOO_LARGE = ErrorSpec("requestError.payloadTooLarge", 413, "Request body is too large")
@@ -38,6 +41,9 @@ IDEMPOTENCY_KEY_REUSED = ErrorSpec(
     "requestError.idempotencyKeyReused",
     422,
     "This Idempotency-Key was already used with a different request",
+)
+TOO_MANY_REQUESTS = ErrorSpec(
+    "requestError.tooManyRequests", 429, "Too many requests, retry after the Retry-After seconds"
 )
 UNAVAILABLE = ErrorSpec(
     "serverError.unavailable", 503, "Service temporarily unavailable, try again later"

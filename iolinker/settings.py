@@ -6,7 +6,15 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from iolinker.env import database_from_url, env_bool, env_int, env_list, env_str, sqlite_database
+from iolinker.env import (
+    database_from_url,
+    env_bool,
+    env_int,
+    env_list,
+    env_networks,
+    env_str,
+    sqlite_database,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("IOLINKER_VAR_DIR") or BASE_DIR / "var")
@@ -169,6 +177,18 @@ IOLINKER_TRIGGER_HEADERS = frozenset(
 )
 DATA_UPLOAD_MAX_MEMORY_SIZE = IOLINKER_MAX_BODY_BYTES
 
+# --- Caller limits (triggers/throttle.py; README, "Limits") -------------------
+# Peers whose X-Forwarded-For is believed (comma-separated CIDRs): the caller's
+# address is then the right-most one in it that is not a trusted proxy. Empty:
+# the caller is the TCP peer (REMOTE_ADDR), whatever the headers say.
+IOLINKER_TRUSTED_PROXIES = env_networks("IOLINKER_TRUSTED_PROXIES")
+# Wrong credentials for one API from one address: after this many within the
+# window, that address's calls of that API answer 429 until the window passes
+# (its right credentials too: otherwise 429 vs 202 would still tell a guesser
+# when it is right). 0: no throttle.
+IOLINKER_AUTH_FAILURE_LIMIT = env_int("IOLINKER_AUTH_FAILURE_LIMIT", 10, minimum=0)
+IOLINKER_AUTH_FAILURE_WINDOW = env_int("IOLINKER_AUTH_FAILURE_WINDOW", 300, minimum=1)
+
 # --- Workers (django-q2) ------------------------------------------------------
 # A run is killed after IOLINKER_RUN_TIMEOUT seconds; django-q2 redelivers an
 # unacknowledged task only after `retry`, which must exceed the timeout or a
@@ -219,6 +239,32 @@ IOLINKER_CALLBACK_TIMEOUT = env_int("IOLINKER_CALLBACK_TIMEOUT", 10, minimum=1, 
 IOLINKER_CALLBACK_MAX_ATTEMPTS = env_int("IOLINKER_CALLBACK_MAX_ATTEMPTS", 8, minimum=1, maximum=50)
 # Seconds before the first retry; each later wait is 4x the one before (up to 12 h).
 IOLINKER_CALLBACK_RETRY_BASE = env_int("IOLINKER_CALLBACK_RETRY_BASE", 30, minimum=1)
+
+# --- HTTPS --------------------------------------------------------------------
+# IOLINKER_HTTPS=1: served to browsers and callers over HTTPS by a TLS-terminating
+# proxy that sets X-Forwarded-Proto (and overwrites a caller's own). Then requests
+# it marks https are secure, answers to them carry HSTS, and the admin's session
+# and CSRF cookies are sent over HTTPS only.
+IOLINKER_HTTPS = env_bool("IOLINKER_HTTPS", False)
+if IOLINKER_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("IOLINKER_HSTS_SECONDS", 365 * 24 * 3600, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("IOLINKER_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("IOLINKER_HSTS_PRELOAD", False)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+# Django's defaults already send nosniff, X-Frame-Options: DENY,
+# Referrer-Policy: same-origin and Cross-Origin-Opener-Policy: same-origin
+# (iolinker/responses.py sends the same from the WSGI trigger path).
+SILENCED_SYSTEM_CHECKS = [
+    # W008, SECURE_SSL_REDIRECT off: redirecting http to https is the TLS proxy's
+    # job; here it would turn an API caller's POST into a body-less GET.
+    "security.W008",
+]
+if not env_bool("IOLINKER_HSTS_PRELOAD", False):
+    # W021, no HSTS preload: joining browsers' preload lists is a choice of the
+    # registrable domain's owner (IOLINKER_HSTS_PRELOAD=1 sends it).
+    SILENCED_SYSTEM_CHECKS.append("security.W021")
 
 # --- Logging ------------------------------------------------------------------
 LOGGING = {

@@ -80,6 +80,8 @@ class TriggerApplication:
             signals.request_finished.send(sender=self.__class__)
         headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         headers += responses.SECURITY_HEADERS
+        if settings.SECURE_HSTS_SECONDS and self._is_secure(environ):
+            headers.append(("Strict-Transport-Security", _hsts_value()))
         start_response(_status_line(status), headers)
         return [b""] if environ["REQUEST_METHOD"] == "HEAD" else [body]
 
@@ -95,6 +97,7 @@ class TriggerApplication:
                 headers=_headers(environ),
                 query=QueryDict(get_bytes_from_wsgi(environ, "QUERY_STRING", "")),
                 read_body=lambda: body_read(environ.get("CONTENT_LENGTH"), body_reader(environ)),
+                remote_addr=environ.get("REMOTE_ADDR", ""),
             )
         except Exception as exc:
             spec, message, extra = responses.error_parts(
@@ -103,6 +106,16 @@ class TriggerApplication:
             return spec.status, list(extra.items()), responses.error_body(spec, message)
         body = responses.ok_body({"uid": str(accepted.uid)})
         return 202, accepted_headers(module, method, accepted), body
+
+    @staticmethod
+    def _is_secure(environ) -> bool:
+        """HTTPS, as Django's ``HttpRequest.is_secure`` tells (SECURE_PROXY_SSL_HEADER)."""
+        if settings.SECURE_PROXY_SSL_HEADER:
+            header, secure_value = settings.SECURE_PROXY_SSL_HEADER
+            value = environ.get(header)
+            if value is not None:
+                return value.split(",", 1)[0].strip() == secure_value
+        return environ.get("wsgi.url_scheme") == "https"
 
     @staticmethod
     def _host_allowed(environ) -> bool:
@@ -121,6 +134,16 @@ class TriggerApplication:
             return True
         security_logger.warning("Invalid HTTP_HOST header: %r.", host)
         return False
+
+
+def _hsts_value() -> str:
+    """Strict-Transport-Security as Django's SecurityMiddleware sends it."""
+    value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+    if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+        value += "; includeSubDomains"
+    if settings.SECURE_HSTS_PRELOAD:
+        value += "; preload"
+    return value
 
 
 application = TriggerApplication(django_application)

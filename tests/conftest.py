@@ -4,6 +4,7 @@ from django.test import Client
 
 from tests.helpers import REQUIRE_SERVICES, WsgiClient, queue_is_redis
 from triggers import services as trigger_services
+from triggers import throttle
 from triggers.models import ApiDefinition, AuthMode
 from workflows import ids, intake, notify
 from workflows.models import Workflow
@@ -27,6 +28,7 @@ def _fresh_process_state(monkeypatch):
     ids.reset()
     caches["credentials"].clear()
     trigger_services.api_cache_clear()
+    throttle.limits_reset()  # counters and blocks (in Redis too, under our own prefix)
     from workflows.services import _PerProcess
 
     _PerProcess.versions.clear()

@@ -154,6 +154,7 @@ def test_a_trigger_answers_202_with_the_uid_and_location(apis):
         "405",
         "413",
         "422",
+        "429",
         "500",
         "503",
     }

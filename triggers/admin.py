@@ -13,7 +13,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from iolinker.admin_utils import ADMIN_MEDIA, copy_button
 from iolinker.errors import ApiError
 from triggers import callbacks, services
-from triggers.models import ApiDefinition, AuthMode, CallbackDelivery
+from triggers.models import ApiDefinition, AuthMode, CallbackDelivery, RatePeriod
 from triggers.selectors import api_curl_example
 from triggers.stats import trigger_refusals_by_api
 from workflows.ids import uid_datetime
@@ -47,6 +47,14 @@ class ApiDefinitionForm(forms.ModelForm):
             "debug_payload",
             "description",
         ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "rate_limit_period" in self.fields:  # only meaningful with a rate limit
+            self.fields["rate_limit_period"].required = False
+
+    def clean_rate_limit_period(self):
+        return self.cleaned_data.get("rate_limit_period") or RatePeriod.MINUTE
 
     def clean(self):
         data = super().clean()
@@ -92,6 +100,7 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
         ("Try it", {"fields": ["curl_example", "debug_payload"]}),
         ("Sync calls", {"fields": ["sync_enabled", "sync_timeout"]}),
         ("Authentication", {"fields": ["auth_mode", "secret_state", "auth_user", "password"]}),
+        ("Limits", {"fields": ["ip_allowlist", ("rate_limit", "rate_limit_period")]}),
         ("Completion callback", {"fields": ["callback_url", "callback_secret_state"]}),
         (None, {"fields": ["description", "created_at", "updated_at"]}),
     ]

@@ -1,4 +1,8 @@
+import ipaddress
+from functools import cached_property
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import (
     MaxValueValidator,
     MinValueValidator,
@@ -15,6 +19,28 @@ name_validator = RegexValidator(
     "Letters, digits, '-' and '_' (up to 64, starting with a letter or digit): "
     "it is a segment of the API's URL.",
 )
+
+
+def ip_networks_parse(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """IP networks (CIDRs, or bare addresses) separated by commas, spaces or lines."""
+    return [ipaddress.ip_network(item, strict=False) for item in text.replace(",", " ").split()]
+
+
+def validate_ip_networks(text: str) -> None:
+    for item in text.replace(",", " ").split():
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValidationError(
+                "%(item)s is not an IP address or network (e.g. 203.0.113.0/24, 2001:db8::/32).",
+                params={"item": item},
+            ) from None
+
+
+class RatePeriod(models.TextChoices):
+    SECOND = "second", "per second"
+    MINUTE = "minute", "per minute"
+    HOUR = "hour", "per hour"
 
 
 class HttpMethod(models.TextChoices):
@@ -78,6 +104,25 @@ class ApiDefinition(models.Model):
     # The signing key, "whsec_<base64>". Stored as is, unlike the caller's token:
     # it must sign, and a hash cannot (see triggers/callbacks.py).
     callback_secret = models.CharField(max_length=100, blank=True, editable=False)
+    ip_allowlist = models.TextField(
+        "IP allowlist",
+        blank=True,
+        validators=[validate_ip_networks],
+        help_text="Accept calls (and status reads) only from these addresses: IP networks "
+        "such as 203.0.113.0/24 or 2001:db8::/32, separated by commas or lines. Empty: "
+        "from anywhere. Others get 403.",
+    )
+    rate_limit = models.PositiveIntegerField(
+        "rate limit",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Most calls accepted per period, all callers together; more get 429 "
+        "with Retry-After. Empty: no limit.",
+    )
+    rate_limit_period = models.CharField(
+        "per", max_length=8, choices=RatePeriod.choices, default=RatePeriod.MINUTE
+    )
     debug_payload = models.JSONField(
         default=dict,
         blank=True,
@@ -106,6 +151,11 @@ class ApiDefinition(models.Model):
     @property
     def url(self) -> str:
         return (settings.IOLINKER_BASE_URL or "http://localhost:8000") + self.path
+
+    @cached_property
+    def allowed_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The IP allowlist, parsed once per loaded definition (empty: anywhere)."""
+        return ip_networks_parse(self.ip_allowlist) if self.ip_allowlist else []
 
     @property
     def has_secret(self) -> bool:

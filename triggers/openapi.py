@@ -33,9 +33,10 @@ _HEADERS = "#/components/headers/"
 
 # Error statuses each operation can answer. A status no spec in the error table
 # has (yet) is left out, so a document never promises an error the server lacks.
-_TRIGGER_ERRORS = (400, 401, 403, 404, 405, 422, 500, 503)
-_STATUS_ERRORS = (400, 401, 404, 500, 503)
-_CANCEL_ERRORS = (401, 404, 409, 500, 503)
+_TRIGGER_ERRORS = (400, 401, 403, 404, 405, 422, 429, 500, 503)
+# 403 and 429: the API's IP allowlist and the throttle on wrong credentials.
+_STATUS_ERRORS = (400, 401, 403, 404, 429, 500, 503)
+_CANCEL_ERRORS = (401, 403, 404, 409, 429, 500, 503)
 
 _SECURITY = {
     AuthMode.NONE: [],
@@ -310,6 +311,14 @@ def _error_response(status: int) -> dict:
     if status == 405:
         response["headers"] = {
             "Allow": {"description": "The API's verb.", "schema": {"type": "string"}}
+        }
+    if status == 429:
+        response["headers"] = {
+            "Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+            }
         }
     if specs:
         example = {"response": {"error": {"code": specs[0].code, "message": specs[0].message}}}

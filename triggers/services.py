@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from iolinker import errors
 from iolinker.errors import ApiError
+from triggers import throttle
 from triggers.callbacks import callback_apis_forget
 from triggers.models import ApiDefinition, AuthMode, IdempotencyKey
 from triggers.stats import trigger_refusal_record
@@ -24,7 +25,17 @@ from workflows.services import execution_queue, execution_queue_once
 
 TOKEN_BYTES = 32
 # Never stored with a run, whatever IOLINKER_TRIGGER_HEADERS says.
-SECRET_HEADERS = frozenset({"token", "password", "authorization", "proxy-authorization", "cookie"})
+SECRET_HEADERS = frozenset(
+    {
+        "token",
+        "password",
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+        "x-auth-token",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,9 @@ class TriggerCall:
     http_method: str | None = None
     # The caller's Idempotency-Key (None: no header, the common case).
     idempotency_key: str | None = None
+    # The caller's address (triggers.throttle.client_ip); None: not a network
+    # caller (operator commands), no allowlist or throttle applies.
+    client_ip: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +109,10 @@ def _api_accept(*, api: ApiDefinition, call: TriggerCall, authenticate: bool) ->
     http_method = call.http_method or api.http_method
     api_check_callable(api=api, http_method=http_method)
     if authenticate:
-        api_authenticate(api=api, headers=call.headers)
+        api_authenticate(api=api, headers=call.headers, client_ip=call.client_ip)
+        # After the credentials: callers without them cannot use up the API's quota
+        # (their failures have their own throttle).
+        throttle.api_check_rate(api=api)
     if call.idempotency_key is not None:
         # After authentication: a caller without credentials learns nothing about keys.
         idempotency_key_check(call.idempotency_key)
@@ -267,7 +284,13 @@ def run_read_key(uid: int | str) -> str:
 
 
 def api_execution(
-    *, module: str, method: str, uid: str, headers: Mapping[str, str], key: str = ""
+    *,
+    module: str,
+    method: str,
+    uid: str,
+    headers: Mapping[str, str],
+    key: str = "",
+    client_ip: str | None = None,
 ) -> Execution:
     """A run of this API, for a caller with the API's credentials (for an API
     without authentication: with the run's read key, see run_read_key).
@@ -277,7 +300,7 @@ def api_execution(
     disabled API still answers: its callers were promised these uids.
     """
     api = api_get(module=module, method=method)
-    api_authenticate(api=api, headers=headers)
+    api_authenticate(api=api, headers=headers, client_ip=client_ip)
     # Without authentication the read key stands in for credentials; a wrong one
     # is "not found", like an unknown uid.
     allowed = api.auth_mode != AuthMode.NONE or hmac.compare_digest(
@@ -367,20 +390,40 @@ def api_check_callable(*, api: ApiDefinition, http_method: str) -> None:
         raise ApiError(errors.API_DISABLED, f"API {api} is not enabled: its workflow is disabled")
 
 
-def api_authenticate(*, api: ApiDefinition, headers: Mapping[str, str]) -> None:
-    """Check the caller's credentials (headers `token`, or `user` + `password`)."""
+def api_authenticate(
+    *, api: ApiDefinition, headers: Mapping[str, str], client_ip: str | None = None
+) -> None:
+    """Check where the caller is (the API's IP allowlist) and its credentials
+    (headers `token`, or `user` + `password`).
+
+    With ``client_ip`` wrong credentials are throttled per (API, address): past
+    the limit that address gets 429 before anything is checked (triggers.throttle).
+    """
+    if client_ip is not None:
+        throttle.api_check_ip(api=api, client_ip=client_ip)
+    if api.auth_mode == AuthMode.NONE:
+        return
+    if client_ip is not None:
+        throttle.auth_refuse_if_blocked(api=api, client_ip=client_ip)
     if api.auth_mode == AuthMode.TOKEN:
         token = _header(headers, "token")
         if not token:
             raise ApiError(errors.TOKEN_REQUIRED)
         if not api.token_hash or not hmac.compare_digest(_token_digest(token), api.token_hash):
+            _auth_failed(api, client_ip)
             raise ApiError(errors.UNAUTHORIZED, "Invalid token")
     elif api.auth_mode == AuthMode.PASSWORD:
         user, password = _header(headers, "user"), _header(headers, "password")
         if not user or not password:
             raise ApiError(errors.CREDENTIALS_REQUIRED)
-        if not _password_ok(api, user, password):
+        if not _password_ok(api, user, password, client_ip=client_ip):
+            _auth_failed(api, client_ip)
             raise ApiError(errors.UNAUTHORIZED, "Invalid user or password")
+
+
+def _auth_failed(api: ApiDefinition, client_ip: str | None) -> None:
+    if client_ip is not None:
+        throttle.auth_failed(api=api, client_ip=client_ip)  # 429 once past the limit
 
 
 def trigger_input_build(
@@ -415,7 +458,9 @@ def _header(headers: Mapping[str, str], name: str) -> str:
         return value
 
 
-def _password_ok(api: ApiDefinition, user: str, password: str) -> bool:
+def _password_ok(
+    api: ApiDefinition, user: str, password: str, *, client_ip: str | None = None
+) -> bool:
     """Verify user + password, remembering a success briefly.
 
     The slow password hash runs once per credential per cache period. The
@@ -431,6 +476,10 @@ def _password_ok(api: ApiDefinition, user: str, password: str) -> bool:
     cache = caches["credentials"]
     if cache.get(key):
         return True
+    if client_ip is not None:
+        # The slow hash below is ~0.25 s of CPU: never for an address already
+        # past its failures (a guesser, or a CPU exhaustion attempt).
+        throttle.auth_refuse_if_throttled(api=api, client_ip=client_ip)
     user_ok = hmac.compare_digest(user.encode(), api.auth_user.encode())
     password_ok = check_password(password, api.password_hash)  # always run: no timing hint
     if user_ok and password_ok:

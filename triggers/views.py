@@ -20,6 +20,7 @@ from triggers.services import (
     api_get,
     run_read_key,
 )
+from triggers.throttle import client_ip
 from workflows.lifecycle import NotCancellable
 from workflows.lifecycle import execution_cancel as execution_cancel_service
 from workflows.selectors import execution_status as execution_status_payload
@@ -69,20 +70,29 @@ def _accept(request, module: str, method: str) -> Accepted:
         headers=request.headers,
         query=request.GET,
         read_body=lambda: _request_body(request),
+        remote_addr=request.META.get("REMOTE_ADDR", ""),
     )
 
 
 def trigger_accept(
-    *, module: str, method: str, http_method: str, headers, query: QueryDict, read_body
+    *,
+    module: str,
+    method: str,
+    http_method: str,
+    headers,
+    query: QueryDict,
+    read_body,
+    remote_addr: str,
 ) -> Accepted:
     """Accept one HTTP call of an API (``headers``: any mapping with lower-case
-    keys or case-insensitive lookup)."""
+    keys or case-insensitive lookup; ``remote_addr``: the TCP peer)."""
     call = TriggerCall(
         http_method=http_method,
         headers=headers,
         query=query_dict(query),
         read_body=lambda: json_body(read_body()),
         idempotency_key=headers.get(IDEMPOTENCY_HEADER),
+        client_ip=client_ip(remote_addr=remote_addr, forwarded_for=headers.get("x-forwarded-for")),
     )
     return api_call(module=module, method=method, call=call)
 
@@ -131,6 +141,7 @@ def execution_cancel(request, module: str, method: str, uid: str):
         uid=uid,
         headers=request.headers,
         key=request.GET.get("key", ""),
+        client_ip=_client_ip(request),
     )
     try:
         execution = execution_cancel_service(uid=execution.uid)
@@ -178,6 +189,7 @@ def execution_status(request, module: str, method: str, uid: str):
         uid=uid,
         headers=request.headers,
         key=request.GET.get("key", ""),
+        client_ip=_client_ip(request),
     )
     if wait and not execution.is_final:
         execution = _WAITERS.wait_final(execution.uid, wait, otherwise=execution)
@@ -210,6 +222,13 @@ class _Waiters:
 
 
 _WAITERS = _Waiters()
+
+
+def _client_ip(request) -> str:
+    return client_ip(
+        remote_addr=request.META.get("REMOTE_ADDR", ""),
+        forwarded_for=request.META.get("HTTP_X_FORWARDED_FOR"),
+    )
 
 
 def _wait_seconds(text: str | None) -> float:

@@ -46,12 +46,26 @@ from workflows.models import (
 from workflows.selectors import runs_by_parent
 from workflows.services import WorkflowDisabled, workflow_run
 
+# A code step runs Python on the workers: adding or changing one needs this
+# permission on top of changing the workflow (superusers have it).
+CODE_STEP_PERMISSION = "workflows.change_code_step"
+CODE_STEP_REFUSED = (
+    "Adding or changing a code step (%s) needs the permission "
+    "“Can add or change code steps”: ask an administrator."
+)
+
 
 class StepFormSet(BaseInlineFormSet):
-    """Checks what one step's form cannot: keys unique, jumps forward to a step."""
+    """Checks what one step's form cannot: keys unique, jumps forward to a step,
+    and code steps only from users who may edit them."""
+
+    # Set per request by StepInline.get_formset.
+    can_edit_code = True
 
     def clean(self):
         super().clean()
+        if not self.can_edit_code and self._code_steps_touched():
+            raise ValidationError(CODE_STEP_REFUSED % ", ".join(self._code_steps_touched()))
         rows = []
         for form in self.forms:
             data = getattr(form, "cleaned_data", None)
@@ -69,6 +83,24 @@ class StepFormSet(BaseInlineFormSet):
         if problems:
             raise ValidationError(problems)
 
+    def _code_steps_touched(self) -> list[str]:
+        """Keys of the code steps this submission adds, or whose code or type it
+        changes (a code step deleted, moved or retuned is not counted)."""
+        keys = []
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", None) or {}
+            if data.get("DELETE") or "code" not in (data.get("type"), form.initial.get("type")):
+                continue
+            if form.instance.pk is None:
+                if form.has_changed():  # an empty extra form is no step
+                    keys.append(data.get("key") or "new")
+            elif (data.get("type"), data.get("config")) != (
+                form.initial.get("type"),
+                form.initial.get("config"),
+            ):
+                keys.append(form.initial.get("key"))
+        return keys
+
 
 class StepInline(admin.StackedInline):
     model = Step
@@ -81,6 +113,11 @@ class StepInline(admin.StackedInline):
         ("retries", "retry_interval", "retry_backoff", "timeout"),
     ]
     ordering = ["position", "id"]
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)  # a new class per request
+        formset.can_edit_code = request.user.has_perm(CODE_STEP_PERMISSION)
+        return formset
 
 
 class VersionInline(admin.TabularInline):
@@ -227,6 +264,8 @@ class WorkflowAdmin(admin.ModelAdmin):
             try:
                 document = json.loads(form.cleaned_data["file"].read())
                 documents = document if isinstance(document, list) else [document]
+                if not request.user.has_perm(CODE_STEP_PERMISSION) and _code_steps(documents):
+                    raise ValueError(CODE_STEP_REFUSED % ", ".join(_code_steps(documents)))
                 for doc in documents:
                     workflow = workflow_import(
                         document=doc,
@@ -288,6 +327,17 @@ class WorkflowAdmin(admin.ModelAdmin):
         for workflow in workflows:
             workflow.run_stats = stats.get(workflow.pk, {})
         return changelist
+
+
+def _code_steps(documents: list) -> list[str]:
+    """Keys of the code steps in workflow documents (as imported)."""
+    return [
+        str(step.get("key"))
+        for doc in documents
+        if isinstance(doc, dict) and isinstance(doc.get("steps"), list)
+        for step in doc["steps"]
+        if isinstance(step, dict) and step.get("type") == "code"
+    ]
 
 
 class ReadOnlyMixin:

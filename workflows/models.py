@@ -103,6 +103,11 @@ class Step(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["workflow", "key"], name="step_key_unique_per_workflow")
         ]
+        permissions = [
+            # A code step runs Python on the workers: editing one is more than
+            # editing a workflow (workflows/admin.py, StepFormSet).
+            ("change_code_step", "Can add or change code steps"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.position}. {self.key} ({self.type})"

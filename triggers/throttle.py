@@ -1,0 +1,251 @@
+"""Who may call an API from where, and how often (README, "Limits").
+
+* the caller's address: REMOTE_ADDR, or behind trusted proxies the right-most
+  untrusted X-Forwarded-For entry (``client_ip``);
+* an API's IP allowlist: 403 ``requestError.ipNotAllowed`` (``api_check_ip``);
+* an API's rate limit, all callers together: 429 ``requestError.tooManyRequests``
+  with Retry-After (``api_check_rate``);
+* the throttle on wrong credentials, per (API, address): after
+  IOLINKER_AUTH_FAILURE_LIMIT failures within IOLINKER_AUTH_FAILURE_WINDOW
+  seconds, that address's calls of that API answer 429 until the window passes,
+  before any credential is checked (so no slow password hash runs for them).
+
+Counters live in the ``limits`` library's storage: Redis when REDIS_URL is set
+(shared by every web process), else this process's memory (each web process then
+counts on its own: N processes allow up to N times the limits).
+
+The right caller pays nothing for any of this on an API without an allowlist
+or a rate limit: one look-up in this process's (usually empty) dict of blocked
+addresses, no storage round trip. A process learns that an address is blocked
+when that address fails here (or, for a password, before its slow hash runs);
+until then another process's block does not stop a right credential from it.
+"""
+
+import ipaddress
+import math
+import os
+import threading
+import time
+from functools import lru_cache
+
+from django.conf import settings
+from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute
+from limits import RateLimitItemPerSecond as PerSecond
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, RedisStorage, Storage
+from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+
+from iolinker import errors
+from iolinker.errors import ApiError
+from triggers.models import ApiDefinition, RatePeriod
+
+_PERIODS = {
+    RatePeriod.SECOND: PerSecond,
+    RatePeriod.MINUTE: RateLimitItemPerMinute,
+    RatePeriod.HOUR: RateLimitItemPerHour,
+}
+
+
+def client_ip(*, remote_addr: str, forwarded_for: str | None) -> str:
+    """The caller's address. X-Forwarded-For is believed only from a trusted
+    proxy (IOLINKER_TRUSTED_PROXIES), and only from the right: each proxy appends
+    the address it saw, so the right-most entry that is not a trusted proxy is the
+    first one no caller could have written. Left of it a caller writes anything."""
+    proxies = settings.IOLINKER_TRUSTED_PROXIES
+    if not proxies or not forwarded_for or not _in_networks(remote_addr, proxies):
+        return remote_addr
+    address = remote_addr
+    for entry in reversed(forwarded_for.split(",")):
+        parsed = _parse_ip(entry.strip())
+        if parsed is None:  # not an address: keep the nearest trusted hop's
+            return address
+        address = str(parsed)
+        if not any(parsed in network for network in proxies):
+            return address
+    return address  # every hop is a trusted proxy: the left-most one
+
+
+def api_check_ip(*, api: ApiDefinition, client_ip: str) -> None:
+    """403 ``requestError.ipNotAllowed`` unless the API's allowlist is empty or
+    names the caller's address."""
+    networks = api.allowed_networks
+    if networks and not _in_networks(client_ip, networks):
+        raise ApiError(errors.IP_NOT_ALLOWED, f"API {api} does not accept calls from {client_ip}")
+
+
+def api_check_rate(*, api: ApiDefinition) -> None:
+    """Count one call against the API's rate limit; 429 with Retry-After past it."""
+    if not api.rate_limit:
+        return
+    item = _rate_item(api.rate_limit, api.rate_limit_period)
+    limiter = _Limits.get().sliding
+    key = str(api.pk)
+    try:
+        if limiter.hit(item, key):
+            return
+        reset = limiter.get_window_stats(item, key).reset_time
+    except StorageError as exc:
+        raise _unavailable(exc) from None
+    raise _too_many(f"API {api} accepts {item} calls", reset)
+
+
+# The throttle on wrong credentials ---------------------------------------------
+
+
+class _Blocked:
+    """(api id, address) -> when its block ends (epoch seconds), this process only.
+
+    The hot path reads it first: empty, as it nearly always is, it costs one
+    truth test."""
+
+    until: dict[tuple[int, str], float] = {}
+    max_entries = 10_000
+
+
+def auth_refuse_if_blocked(*, api: ApiDefinition, client_ip: str) -> None:
+    """Before any credential is checked: 429 if this process knows the address
+    is blocked for this API. No storage round trip."""
+    if not _Blocked.until:
+        return
+    key = (api.pk, client_ip)
+    until = _Blocked.until.get(key)
+    if until is None:
+        return
+    if until > time.time():
+        raise _too_many(_BLOCKED_MESSAGE, until)
+    _Blocked.until.pop(key, None)
+
+
+def auth_refuse_if_throttled(*, api: ApiDefinition, client_ip: str) -> None:
+    """Before a slow check (a password hash): 429 if the shared counter says the
+    address already failed too often, so a refused attempt costs no hash."""
+    item = _failure_item()
+    if item is None:
+        return
+    limiter, ids = _Limits.get().moving, (str(api.pk), client_ip)
+    try:
+        if limiter.test(item, *ids):
+            return
+        reset = limiter.get_window_stats(item, *ids).reset_time
+    except StorageError as exc:
+        raise _unavailable(exc) from None
+    raise _block(api, client_ip, reset)
+
+
+def auth_failed(*, api: ApiDefinition, client_ip: str) -> None:
+    """Count a wrong credential; 429 (and the address blocked here) past the limit."""
+    item = _failure_item()
+    if item is None:
+        return
+    limiter, ids = _Limits.get().moving, (str(api.pk), client_ip)
+    try:
+        if limiter.hit(item, *ids):
+            return
+        reset = limiter.get_window_stats(item, *ids).reset_time
+    except StorageError as exc:
+        raise _unavailable(exc) from None
+    raise _block(api, client_ip, reset)
+
+
+_BLOCKED_MESSAGE = "Too many failed attempts from your address"
+
+
+def _block(api: ApiDefinition, client_ip: str, reset: float) -> ApiError:
+    if len(_Blocked.until) >= _Blocked.max_entries:
+        _Blocked.until = {}
+    _Blocked.until[(api.pk, client_ip)] = reset
+    return _too_many(_BLOCKED_MESSAGE, reset)
+
+
+def _too_many(message: str, reset: float) -> ApiError:
+    retry_after = max(1, math.ceil(reset - time.time()))
+    return ApiError(errors.TOO_MANY_REQUESTS, message, headers={"Retry-After": str(retry_after)})
+
+
+def _unavailable(exc: Exception) -> ApiError:
+    # Fail closed: a limit we cannot count is not waived.
+    return ApiError(errors.UNAVAILABLE, f"Rate limit storage unavailable ({type(exc).__name__})")
+
+
+@lru_cache(maxsize=256)
+def _rate_item(amount: int, period: str) -> RateLimitItem:
+    return _PERIODS[RatePeriod(period)](amount, namespace="iolinker-rate")
+
+
+def _failure_item() -> RateLimitItem | None:
+    limit = settings.IOLINKER_AUTH_FAILURE_LIMIT
+    if not limit:
+        return None
+    return _failure_item_for(limit, settings.IOLINKER_AUTH_FAILURE_WINDOW)
+
+
+@lru_cache(maxsize=8)
+def _failure_item_for(limit: int, window: int) -> RateLimitItem:
+    return PerSecond(limit, multiples=window, namespace="iolinker-authfail")
+
+
+class _Limits:
+    """The storage and strategies, made once per process (after a fork: the
+    memory storage's expiry timer is a thread, a Redis pool holds sockets)."""
+
+    _instance: "_Limits | None" = None
+    _lock = threading.Lock()
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        # Exact for the few failures a credential throttle counts.
+        self.moving = MovingWindowRateLimiter(storage)
+        # Constant memory per API whatever its limit (an approximation that
+        # weighs the previous window's count).
+        self.sliding = SlidingWindowCounterRateLimiter(storage)
+
+    @classmethod
+    def get(cls) -> "_Limits":
+        instance = cls._instance
+        if instance is None:
+            with cls._lock:
+                if cls._instance is None:
+                    cls._instance = cls(_storage_make())
+                instance = cls._instance
+        return instance
+
+    @classmethod
+    def forget(cls) -> None:
+        cls._instance = None
+
+
+def _storage_make() -> Storage:
+    if settings.REDIS_URL:
+        # One prefix per deployment (queue name): installations sharing a Redis
+        # database count apart, and limits_reset clears only its own keys.
+        prefix = f"iolinker:{settings.Q_CLUSTER['name']}:limits"
+        return RedisStorage(
+            settings.REDIS_URL, key_prefix=prefix, wrap_exceptions=True, socket_timeout=5
+        )
+    return MemoryStorage(wrap_exceptions=True)
+
+
+def limits_reset() -> None:
+    """Forget every counter and block (tests; an operator lifting blocks)."""
+    _Blocked.until = {}
+    instance = _Limits._instance
+    if instance is not None:
+        instance.storage.reset()
+
+
+os.register_at_fork(after_in_child=_Limits.forget)
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if address.version == 6 and address.ipv4_mapped:  # ::ffff:a.b.c.d from dual-stack sockets
+        return address.ipv4_mapped
+    return address
+
+
+def _in_networks(text: str, networks) -> bool:
+    address = _parse_ip(text)
+    return address is not None and any(address in network for network in networks)
