@@ -140,6 +140,10 @@ IOLINKER_OPENAPI_PUBLIC = env_bool("IOLINKER_OPENAPI_PUBLIC", True)
 # process apply at once).
 IOLINKER_API_CACHE_SECONDS = env_int("IOLINKER_API_CACHE_SECONDS", 2, minimum=0)
 IOLINKER_MAX_BODY_BYTES = env_int("IOLINKER_MAX_BODY_BYTES", 1024 * 1024, minimum=1)
+# Headers (names + values) and query string (decoded keys + values) of a trigger:
+# larger ones get 431 / 414 (the web server refuses far larger ones by itself).
+IOLINKER_MAX_HEADER_BYTES = env_int("IOLINKER_MAX_HEADER_BYTES", 16 * 1024, minimum=1024)
+IOLINKER_MAX_QUERY_BYTES = env_int("IOLINKER_MAX_QUERY_BYTES", 16 * 1024, minimum=1024)
 # The status endpoint's ?wait=N: the longest wait, and how many requests of one web
 # process may wait at once (each holds a request thread; more answer at once).
 IOLINKER_STATUS_MAX_WAIT = env_int("IOLINKER_STATUS_MAX_WAIT", 30, minimum=0, maximum=300)
