@@ -186,6 +186,9 @@ IOLINKER_REQUEUE_AFTER = env_int("IOLINKER_REQUEUE_AFTER", 300, minimum=10)
 # last finished step, at most IOLINKER_RUN_MAX_RECOVERIES times, then failed.
 IOLINKER_RUN_LEASE_SECONDS = env_int("IOLINKER_RUN_LEASE_SECONDS", 60, minimum=2)
 IOLINKER_RUN_MAX_RECOVERIES = env_int("IOLINKER_RUN_MAX_RECOVERIES", 2, minimum=0)
+# Finished runs (with their step records and callback deliveries) are deleted this
+# many days after they finished (workflows/retention.py); 0 keeps them forever.
+IOLINKER_RETAIN_EXECUTIONS_DAYS = env_int("IOLINKER_RETAIN_EXECUTIONS_DAYS", 30, minimum=0)
 # How often a worker looks for cancel requests of runs going on longer than that.
 IOLINKER_CANCEL_POLL_MS = env_int("IOLINKER_CANCEL_POLL_MS", 500, minimum=50)
 # Delay steps up to this long sleep in the worker; longer ones free it (status waiting).

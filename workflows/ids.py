@@ -85,6 +85,13 @@ def uid_datetime(uid: int) -> datetime:
     return datetime.fromtimestamp(Snowflake.parse(uid, EPOCH_MS).seconds, tz=UTC)
 
 
+def uid_floor(at: datetime) -> int:
+    """The smallest uid issued at or after ``at``: uids are time-ordered, so a
+    range of them is a range of creation times (read by the primary key index)."""
+    ms = int(at.timestamp() * 1000) - EPOCH_MS
+    return max(ms, 0) << 22  # below the timestamp: 10 bits instance, 12 sequence
+
+
 def current_instance() -> int | None:
     return _state.instance if _state.pid == os.getpid() else None
 

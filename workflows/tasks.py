@@ -1,6 +1,7 @@
 """django-q2 task entry points: take ids, let the services re-fetch the rows."""
 
 from workflows.lifecycle import execution_recover_stale, execution_resume_due
+from workflows.retention import execution_purge
 from workflows.services import execution_run_batch, execution_worker_may_steal
 
 
@@ -16,3 +17,8 @@ def recover_stale_executions() -> dict[str, int]:
 def resume_waiting_executions() -> int:
     """Scheduled once at each wake-up time of waiting runs (services._resume_schedule)."""
     return execution_resume_due()
+
+
+def purge_executions() -> int:
+    """Scheduled every 15 minutes (migration workflows 0005)."""
+    return execution_purge()
