@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -81,7 +82,7 @@ def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | Non
 
 def child_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    env.update(DATABASE_URL=test_database_url(), LOG_LEVEL="WARNING", **extra)
+    env.update({"DATABASE_URL": test_database_url(), "LOG_LEVEL": "WARNING", **extra})
     return env
 
 
@@ -120,6 +121,10 @@ class Platform:
             self.stop()
             raise
         return self
+
+    @property
+    def queue_name(self) -> str:
+        return self.env["IOLINKER_QUEUE_NAME"]
 
     def kill(self) -> None:
         """SIGKILL the web server, the cluster and its workers at once (`serve`
@@ -418,3 +423,68 @@ class WsgiClient:
             response[name] = value
         response.json = lambda: json.loads(response.content)
         return response
+
+
+def post_many(
+    url: str,
+    bodies: list[dict],
+    *,
+    threads: int = 8,
+    timeout: float = 30,
+    on_answer: Callable[[], None] | None = None,
+) -> list[tuple[int, object]]:
+    """POST each body to ``url`` from ``threads`` keep-alive clients; for each,
+    (status, parsed JSON or text), or (0, the error) when no answer came."""
+    import httpx
+
+    results: list[tuple[int, object]] = [(0, "not sent")] * len(bodies)
+    indexes = iter(range(len(bodies)))
+    lock = threading.Lock()
+
+    def work():
+        with httpx.Client(timeout=timeout) as client:
+            while True:
+                with lock:
+                    i = next(indexes, None)
+                if i is None:
+                    return
+                try:
+                    response = client.post(url, json=bodies[i])
+                    try:
+                        results[i] = (response.status_code, response.json())
+                    except ValueError:
+                        results[i] = (response.status_code, response.text)
+                except httpx.HTTPError as exc:
+                    results[i] = (0, repr(exc))
+                if on_answer is not None:
+                    on_answer()
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return results
+
+
+def queue_message_uids(queue_name: str) -> list[int]:
+    """The run uids named by the messages waiting in a platform's queue."""
+    from django_q import core_signing
+    from django_q.brokers import get_broker
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+    from django_q.signing import PickleSerializer
+
+    if queue_is_redis():
+        broker = get_broker(list_key=queue_name)
+        payloads = broker.connection.lrange(broker.list_key, 0, -1)
+    else:
+        payloads = OrmQ.objects.filter(key=queue_name).values_list("payload", flat=True)
+    uids = []
+    for payload in payloads:
+        # Signed with the platform's queue name as the salt (django-q2's PREFIX).
+        task = core_signing.loads(
+            payload, key=Conf.SECRET_KEY, salt=queue_name, serializer=PickleSerializer
+        )
+        uids += task["args"][0]
+    return uids
