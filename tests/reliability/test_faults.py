@@ -30,8 +30,8 @@ from tests.helpers import (
     queue_message_uids,
     redis_url_or_reason,
     rss_mb,
-    test_database_url,
 )
+from tests.helpers import test_database_url as database_url_of_test
 from triggers.models import AuthMode
 from workflows import services
 from workflows.ids import next_uid
@@ -271,7 +271,7 @@ def test_database_unreachable_answers_503_then_service_resumes(broker):
     upstream = (settings_dict["HOST"] or "127.0.0.1", int(settings_dict["PORT"] or 5432))
     make_api(make_workflow("db", SIMPLE), module="db", method="run", auth_mode="none")
     with TcpProxy(*upstream) as proxy:
-        database_url = _proxied(test_database_url(), proxy.port)
+        database_url = _proxied(database_url_of_test(), proxy.port)
         platform = Platform(redis_url=broker, env={"DATABASE_URL": database_url}).start()
         try:
             uids = _outage(platform, proxy, f"{platform.base_url}/v1/api/db/run/async")
