@@ -145,7 +145,8 @@ class TestThroughBothHandlers:
     )
     def test_path_tricks_never_reach_another_api_or_a_500(self, caller, open_api, path):
         response = caller.post(path, data="{}", content_type=JSON)
-        assert response.status_code in (404, 405), (path, response.content)
+        # (400 for a NUL on PostgreSQL: a name it cannot even look up.)
+        assert response.status_code in (400, 404, 405), (path, response.content)
         assert response["Content-Type"] == JSON
         assert response.json()["response"]["error"]["code"].startswith("requestError.")
         assert not Execution.objects.exists()
