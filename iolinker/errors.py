@@ -31,6 +31,8 @@ NOT_FOUND = ErrorSpec("requestError.notFound", 404, "API not found")
 METHOD_NOT_ALLOWED = ErrorSpec("requestError.methodNotAllowed", 405, "Method not allowed")
 PAYLOAD_TOO_LARGE = ErrorSpec("requestError.payloadTooLarge", 413, "Request body is too large")
 BAD_REQUEST = ErrorSpec("requestError.badRequest", 400, "Bad request")
+QUERY_TOO_LARGE = ErrorSpec("requestError.queryTooLarge", 414, "Query string is too large")
+HEADERS_TOO_LARGE = ErrorSpec("requestError.headersTooLarge", 431, "Request headers are too large")
 EXECUTION_FINISHED = ErrorSpec("requestError.executionFinished", 409, "The run already ended")
 IDEMPOTENCY_KEY_INVALID = ErrorSpec(
     "requestError.invalidParams",

@@ -148,6 +148,10 @@ IOLINKER_OPENAPI_PUBLIC = env_bool("IOLINKER_OPENAPI_PUBLIC", True)
 # process apply at once).
 IOLINKER_API_CACHE_SECONDS = env_int("IOLINKER_API_CACHE_SECONDS", 2, minimum=0)
 IOLINKER_MAX_BODY_BYTES = env_int("IOLINKER_MAX_BODY_BYTES", 1024 * 1024, minimum=1)
+# Headers (names + values) and query string (decoded keys + values) of a trigger:
+# larger ones get 431 / 414 (the web server refuses far larger ones by itself).
+IOLINKER_MAX_HEADER_BYTES = env_int("IOLINKER_MAX_HEADER_BYTES", 16 * 1024, minimum=1024)
+IOLINKER_MAX_QUERY_BYTES = env_int("IOLINKER_MAX_QUERY_BYTES", 16 * 1024, minimum=1024)
 # The status endpoint's ?wait=N: the longest wait, and how many requests of one web
 # process may wait at once (each holds a request thread; more answer at once).
 IOLINKER_STATUS_MAX_WAIT = env_int("IOLINKER_STATUS_MAX_WAIT", 30, minimum=0, maximum=300)
@@ -202,6 +206,9 @@ IOLINKER_REQUEUE_AFTER = env_int("IOLINKER_REQUEUE_AFTER", 300, minimum=10)
 # last finished step, at most IOLINKER_RUN_MAX_RECOVERIES times, then failed.
 IOLINKER_RUN_LEASE_SECONDS = env_int("IOLINKER_RUN_LEASE_SECONDS", 60, minimum=2)
 IOLINKER_RUN_MAX_RECOVERIES = env_int("IOLINKER_RUN_MAX_RECOVERIES", 2, minimum=0)
+# Finished runs (with their step records and callback deliveries) are deleted this
+# many days after they finished (workflows/retention.py); 0 keeps them forever.
+IOLINKER_RETAIN_EXECUTIONS_DAYS = env_int("IOLINKER_RETAIN_EXECUTIONS_DAYS", 30, minimum=0)
 # How often a worker looks for cancel requests of runs going on longer than that.
 IOLINKER_CANCEL_POLL_MS = env_int("IOLINKER_CANCEL_POLL_MS", 500, minimum=50)
 # Delay steps up to this long sleep in the worker; longer ones free it (status waiting).

@@ -8,8 +8,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connection
@@ -80,14 +82,22 @@ def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | Non
 
 def child_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    env.update(DATABASE_URL=test_database_url(), LOG_LEVEL="WARNING", **extra)
+    env.update({"DATABASE_URL": test_database_url(), "LOG_LEVEL": "WARNING", **extra})
     return env
 
 
 class Platform:
     """The web server and a qcluster as real child processes on the test database."""
 
-    def __init__(self, *, redis_url: str | None = None, workers: int = 2, env: dict | None = None):
+    def __init__(
+        self,
+        *,
+        redis_url: str | None = None,
+        workers: int = 2,
+        env: dict | None = None,
+        qcluster: bool = True,
+    ):
+        self.qcluster = qcluster
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         extra = {"IOLINKER_WORKERS": str(workers), "IOLINKER_QUEUE_NAME": f"test-{self.port}"}
@@ -99,7 +109,8 @@ class Platform:
 
     def start(self) -> "Platform":
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(self.port), "--web-workers", "1"],
+            [sys.executable, "manage.py", "serve", "--port", str(self.port), "--web-workers", "1"]
+            + ([] if self.qcluster else ["--no-qcluster"]),
             cwd=BASE_DIR,
             env=self.env,
             start_new_session=True,
@@ -110,6 +121,10 @@ class Platform:
             self.stop()
             raise
         return self
+
+    @property
+    def queue_name(self) -> str:
+        return self.env["IOLINKER_QUEUE_NAME"]
 
     def kill(self) -> None:
         """SIGKILL the web server, the cluster and its workers at once (`serve`
@@ -129,6 +144,77 @@ class Platform:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait()
 
+    def web_worker_pids(self) -> list[int]:
+        """The granian worker processes (children of granian's main process)."""
+        (granian,) = [p for p in _children(self.proc.pid) if b"granian" in _cmdline(p)]
+        return _children(granian)
+
+    def pids(self) -> dict[str, list[int]]:
+        """Every process of the platform by kind: web (granian and its workers)
+        and cluster (qcluster and its workers)."""
+        kinds: dict[str, list[int]] = {"web": [], "cluster": []}
+        for child in _children(self.proc.pid):
+            kind = "web" if b"granian" in _cmdline(child) else "cluster"
+            kinds[kind] += [child, *_descendants(child)]
+        return kinds
+
+
+class Cluster:
+    """A `manage.py qcluster` on a platform's environment, in its own process
+    group: SIGKILL reaches the cluster and all its workers at once."""
+
+    def __init__(self, env: dict):
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Cluster":
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=BASE_DIR,
+            env={**self.env, "DB_POOL_SIZE": "0"},  # as `serve` starts it
+            start_new_session=True,
+        )
+        return self
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, 9)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=30)
+        if self.proc:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for child in _children(pid):
+        found += [child, *_descendants(child)]
+    return found
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
 
 def _children(pid: int) -> list[int]:
     children = []
@@ -139,6 +225,90 @@ def _children(pid: int) -> list[int]:
                 if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                     children.append(int(entry.name))
     return children
+
+
+class TcpProxy:
+    """A TCP forwarder to ``(host, port)`` on a local port, which a test can cut
+    (every connection closed, new ones accepted and closed at once, as a server
+    that went away) and restore: a database or Redis becoming unreachable,
+    without touching the shared server."""
+
+    def __init__(self, host: str, port: int):
+        self.upstream = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.sockets: set[socket.socket] = set()
+        self.down = False
+        self.closed = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> "TcpProxy":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.closed = True
+        self.cut()
+        self.listener.close()
+
+    def cut(self) -> None:
+        with self.lock:
+            self.down = True
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self.sockets.clear()
+
+    def restore(self) -> None:
+        with self.lock:
+            self.down = False
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.down:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets.update((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+def raw_http(port: int, data: bytes, *, half_close: bool = False, timeout: float = 10) -> bytes:
+    """Send bytes as they are to a local server; everything it answers until it
+    closes the connection (or ``timeout``)."""
+    with socket.create_connection(("127.0.0.1", port), timeout) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    return answer
 
 
 class RecordingServer:
@@ -216,7 +386,16 @@ class WsgiClient:
         if verb not in self.VERBS:
             raise AttributeError(verb)
         build = getattr(self._factory, verb)
-        return lambda *args, **kwargs: self.send(build(*args, **kwargs).environ)
+
+        def request(*args, **kwargs):
+            environ = build(*args, **kwargs).environ
+            # Building Django's request decoded PATH_INFO in place; a server gives
+            # the path's bytes as latin-1 (PEP 3333), as the factory first made it.
+            path = args[1] if verb == "generic" else args[0]
+            environ["PATH_INFO"] = unquote_to_bytes(urlsplit(path).path).decode("latin-1")
+            return self.send(environ)
+
+        return request
 
     def send(self, environ: dict) -> HttpResponse:
         from iolinker.wsgi import application
@@ -244,3 +423,68 @@ class WsgiClient:
             response[name] = value
         response.json = lambda: json.loads(response.content)
         return response
+
+
+def post_many(
+    url: str,
+    bodies: list[dict],
+    *,
+    threads: int = 8,
+    timeout: float = 30,
+    on_answer: Callable[[], None] | None = None,
+) -> list[tuple[int, object]]:
+    """POST each body to ``url`` from ``threads`` keep-alive clients; for each,
+    (status, parsed JSON or text), or (0, the error) when no answer came."""
+    import httpx
+
+    results: list[tuple[int, object]] = [(0, "not sent")] * len(bodies)
+    indexes = iter(range(len(bodies)))
+    lock = threading.Lock()
+
+    def work():
+        with httpx.Client(timeout=timeout) as client:
+            while True:
+                with lock:
+                    i = next(indexes, None)
+                if i is None:
+                    return
+                try:
+                    response = client.post(url, json=bodies[i])
+                    try:
+                        results[i] = (response.status_code, response.json())
+                    except ValueError:
+                        results[i] = (response.status_code, response.text)
+                except httpx.HTTPError as exc:
+                    results[i] = (0, repr(exc))
+                if on_answer is not None:
+                    on_answer()
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return results
+
+
+def queue_message_uids(queue_name: str) -> list[int]:
+    """The run uids named by the messages waiting in a platform's queue."""
+    from django_q import core_signing
+    from django_q.brokers import get_broker
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+    from django_q.signing import PickleSerializer
+
+    if queue_is_redis():
+        broker = get_broker(list_key=queue_name)
+        payloads = broker.connection.lrange(broker.list_key, 0, -1)
+    else:
+        payloads = OrmQ.objects.filter(key=queue_name).values_list("payload", flat=True)
+    uids = []
+    for payload in payloads:
+        # Signed with the platform's queue name as the salt (django-q2's PREFIX).
+        task = core_signing.loads(
+            payload, key=Conf.SECRET_KEY, salt=queue_name, serializer=PickleSerializer
+        )
+        uids += task["args"][0]
+    return uids

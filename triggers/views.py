@@ -86,6 +86,7 @@ def trigger_accept(
 ) -> Accepted:
     """Accept one HTTP call of an API (``headers``: any mapping with lower-case
     keys or case-insensitive lookup; ``remote_addr``: the TCP peer)."""
+    _check_header_size(headers)
     call = TriggerCall(
         http_method=http_method,
         headers=headers,
@@ -244,12 +245,23 @@ def _wait_seconds(text: str | None) -> float:
     return wait
 
 
+def _check_header_size(headers) -> None:
+    """Headers kept in a run's input are stored: bound them as the body is."""
+    limit = settings.IOLINKER_MAX_HEADER_BYTES
+    if sum(len(name) + len(value) for name, value in headers.items()) > limit:
+        raise ApiError(errors.HEADERS_TOO_LARGE, f"Request headers are larger than {limit} bytes")
+
+
 def query_dict(params: QueryDict) -> dict:
     query = {}
+    size, limit = 0, settings.IOLINKER_MAX_QUERY_BYTES
     for key, values in params.lists():
         if "\x00" in key or any("\x00" in v for v in values):
             raise ApiError(errors.INVALID_PARAMS, "Query parameters must not contain NUL")
+        size += len(key) + sum(map(len, values))
         query[key] = values[0] if len(values) == 1 else values
+    if size > limit:
+        raise ApiError(errors.QUERY_TOO_LARGE, f"Query string is larger than {limit} bytes")
     return query
 
 
@@ -299,6 +311,10 @@ def body_read(content_length: str | None, read) -> bytes:
     raw = read(limit + 1 if declared is None else declared)
     if len(raw) > limit:
         raise ApiError(errors.PAYLOAD_TOO_LARGE, f"Request body is larger than {limit} bytes")
+    if declared is not None and len(raw) < declared:
+        # The client stopped sending early: what arrived may parse, but it is not
+        # what was sent.
+        raise ApiError(errors.BAD_REQUEST, "Request body is shorter than its Content-Length")
     return raw
 
 

@@ -33,7 +33,12 @@ from workflows.models import (
 )
 from workflows.notify import finished_announce, release_pooled_connection
 from workflows.steps import StepError
-from workflows.watch import run_watch_register, run_watch_unregister
+from workflows.watch import (
+    run_watch_hold,
+    run_watch_register,
+    run_watch_release,
+    run_watch_unregister,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -557,6 +562,17 @@ def _environment() -> dict:
 
 def _run_chunk(executions: dict[int, Execution]) -> None:
     claimed = list(executions)
+    # Their leases are renewed from now until their outcomes are saved: a run
+    # waiting its turn in the chunk, or finished and not yet saved, must not look
+    # abandoned to the reaper (it would be run again elsewhere).
+    run_watch_hold(claimed)
+    try:
+        _run_claimed(executions, claimed)
+    finally:
+        run_watch_release(claimed)
+
+
+def _run_claimed(executions: dict[int, Execution], claimed: list[int]) -> None:
     step_runs: list[StepRun] = []
     finished: list[Execution] = []
     started: set[int] = set()

@@ -5,8 +5,11 @@
   the next step boundary and a waiting step (code, delay, retry) wakes at once.
   Runs shorter than one poll never cost a query.
 * Lease: every third of IOLINKER_RUN_LEASE_SECONDS it pushes ``lease_until`` of
-  its runs forward. A worker that dies stops renewing; the reaper then takes the
-  run back (lifecycle.execution_recover_stale).
+  its runs forward: the runs it is running, and every run it holds (claimed in a
+  chunk and not started yet, or finished and not saved yet). A worker that dies
+  stops renewing; the reaper then takes the run back
+  (lifecycle.execution_recover_stale). A live worker's run is never taken back:
+  it would then run twice.
 
 The thread has its own database connection, closed whenever nothing runs.
 """
@@ -30,6 +33,7 @@ class _Watch:
     def __init__(self):
         self.lock = threading.Lock()
         self.runs: dict[int, tuple[float, threading.Event]] = {}
+        self.held: set[int] = set()
         self.wake = threading.Event()
         self.stopping = False
         self.thread: threading.Thread | None = None
@@ -39,11 +43,23 @@ class _Watch:
         event = event or threading.Event()
         with self.lock:
             self.runs[uid] = (time.monotonic(), event)
-            if self.thread is None or not self.thread.is_alive():
-                self.stopping = False
-                self.thread = threading.Thread(target=self._loop, name="run-watch", daemon=True)
-                self.thread.start()
+            self._start()
         return event
+
+    def hold(self, uids: list[int]) -> None:
+        with self.lock:
+            self.held.update(uids)
+            self._start()
+
+    def release(self, uids: list[int]) -> None:
+        with self.lock:
+            self.held.difference_update(uids)
+
+    def _start(self) -> None:
+        if self.thread is None or not self.thread.is_alive():
+            self.stopping = False
+            self.thread = threading.Thread(target=self._loop, name="run-watch", daemon=True)
+            self.thread.start()
 
     def unregister(self, uid: int) -> None:
         with self.lock:
@@ -68,7 +84,8 @@ class _Watch:
                 now = time.monotonic()
                 with self.lock:
                     running = dict(self.runs)
-                if not running:
+                    leased = self.held.union(running)
+                if not leased:
                     connection.close()
                     last_renew = now
                     continue
@@ -78,7 +95,7 @@ class _Watch:
                         self._cancel_check(older)
                     if now - last_renew >= renew_every:
                         last_renew = now
-                        self._renew(list(running))
+                        self._renew(list(leased))
                 except DatabaseError as exc:
                     logger.warning("Run watch could not reach the database: %s", exc)
                     connection.close()
@@ -118,6 +135,16 @@ def run_watch_register(uid: int, event: threading.Event | None = None) -> thread
 
 def run_watch_unregister(uid: int) -> None:
     _watch_for_this_process().unregister(uid)
+
+
+def run_watch_hold(uids: list[int]) -> None:
+    """Keep renewing the leases of runs this process claimed, from the claim until
+    their outcome is saved (a chunk's runs wait their turn, then their save)."""
+    _watch_for_this_process().hold(uids)
+
+
+def run_watch_release(uids: list[int]) -> None:
+    _watch_for_this_process().release(uids)
 
 
 def run_watch_stop() -> None:
