@@ -479,3 +479,44 @@ def test_a_waiting_subworkflow_is_resumed_by_its_parent_only(settings):
     assert execution.status == ExecutionStatus.SUCCEEDED and execution.output == 5
     assert child.status == ExecutionStatus.SUCCEEDED
     assert list(child.step_runs.values_list("key", flat=True)) == ["nap", "done"]
+
+
+def test_values_no_database_can_store_are_made_storable():
+    # PostgreSQL refuses NaN in jsonb: the run must not fail to be recorded (found by review).
+    execution = run(
+        [{"key": "t", "type": "output", "config": {"value": {"v": "{{ body.v | float }}"}}}],
+        body={"v": "nan"},
+    )
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+    assert execution.output == {"v": None}
+
+
+def test_a_retried_subworkflow_step_runs_its_child_again():
+    with RecordingServer(fail_first=1) as server:
+        make_workflow("flaky", [("call", "http", {"url": server.url})])
+        execution = run(
+            [
+                {
+                    "key": "sub",
+                    "type": "subworkflow",
+                    "config": {"workflow": "flaky"},
+                    "retries": 1,
+                    "retry_interval": 0,
+                }
+            ]
+        )
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+    children = list(Execution.objects.filter(parent=execution).order_by("uid"))
+    assert [c.status for c in children] == ["failed", "succeeded"]
+    assert len(server.requests) == 2
+
+
+def test_fire_and_forget_sub_workflows_stop_at_the_depth_limit(settings):
+    settings.IOLINKER_SUBWORKFLOW_DEPTH = 3
+    make_workflow("spawn", [("again", "subworkflow", {"workflow": "spawn", "wait": False})])
+    run([{"key": "start", "type": "subworkflow", "config": {"workflow": "spawn", "wait": False}}])
+    while drain_queue():
+        pass
+    assert Execution.objects.count() == 4  # the first run and 3 levels of children; no 4th
+    assert Execution.objects.filter(status=ExecutionStatus.FAILED).count() == 1
+    assert "deeper than 3 levels" in Execution.objects.get(status=ExecutionStatus.FAILED).error

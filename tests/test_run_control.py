@@ -175,3 +175,19 @@ def test_a_run_whose_worker_is_killed_resumes_without_repeating_finished_steps(b
         assert execution.output == "done" and execution.recoveries == 1
         assert len(server.requests) == 1  # the finished http step was not repeated
         assert StepRun.objects.filter(execution_id=uid, key="notify").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_worker_that_lost_its_run_cannot_overwrite_what_happened_since():
+    from workflows.services import _save
+
+    execution = execution_start(
+        workflow=make_workflow("fenced", [("t", "transform", {"value": 1})]), trigger_input={}
+    )
+    # The reaper took the run back and another worker claimed it (attempt 2).
+    Execution.objects.filter(uid=execution.uid).update(status=ExecutionStatus.RUNNING, attempts=2)
+    stale = Execution.objects.get(uid=execution.uid)
+    stale.attempts, stale.status, stale.output = 1, ExecutionStatus.SUCCEEDED, "stale"
+    _save([stale], [])
+    row = Execution.objects.get(uid=execution.uid)
+    assert row.status == ExecutionStatus.RUNNING and row.output is None

@@ -21,7 +21,7 @@ from tests.helpers import BASE_DIR, queue_is_redis
 from tests.test_admin_engine import workflow_form
 from tests.test_trigger_errors import assert_error
 from triggers import services, throttle
-from triggers.models import AuthMode
+from triggers.models import ApiDefinition, AuthMode
 from workflows.models import Execution, Workflow
 
 pytestmark = pytest.mark.django_db
@@ -666,3 +666,34 @@ def test_check_deploy_flags_a_configuration_without_https(tmp_path):
 def test_malformed_trusted_proxies_are_refused_at_start_up():
     with pytest.raises(ImproperlyConfigured):
         env_networks("P", environ={"P": "10.0.0.0/8, proxy.local"})
+
+
+def test_view_only_staff_cannot_use_the_actions_that_change_or_run(client, token_api):
+    viewer = staff_client(
+        client, "view_apidefinition", "view_execution", "view_workflow", "view_steprun"
+    )
+    old_hash = ApiDefinition.objects.get(pk=token_api.pk).token_hash
+    viewer.post(
+        "/admin/triggers/apidefinition/",
+        {"action": "rotate_tokens", "_selected_action": [token_api.pk]},
+    )
+    viewer.post(
+        "/admin/triggers/apidefinition/",
+        {"action": "disable_apis", "_selected_action": [token_api.pk]},
+    )
+    api = ApiDefinition.objects.get(pk=token_api.pk)
+    assert api.token_hash == old_hash and api.enabled  # found by review: they worked
+    viewer.post(
+        "/admin/workflows/workflow/",
+        {"action": "clone_selected", "_selected_action": [token_api.workflow.pk]},
+    )
+    assert Workflow.objects.count() == 1
+    uid = services.api_call(
+        module=token_api.module,
+        method=token_api.method,
+        call=services.TriggerCall(http_method="POST", headers={}, query={}, read_body=dict),
+        authenticate=False,
+    ).uid
+    response = viewer.post(f"/admin/workflows/execution/{uid}/rerun/")
+    assert response.status_code == 403
+    assert not Execution.objects.filter(rerun_of=uid).exists()

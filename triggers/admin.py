@@ -307,22 +307,26 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
             messages.WARNING,
         )
 
-    @admin.action(description="Enable selected APIs")
+    @admin.action(description="Enable selected APIs", permissions=["change"])
     def enable_apis(self, request, queryset):
         count = services.api_set_enabled(apis=queryset, enabled=True)
         self.message_user(request, f"Enabled {count} API(s).", messages.SUCCESS)
 
-    @admin.action(description="Disable selected APIs")
+    @admin.action(description="Disable selected APIs", permissions=["change"])
     def disable_apis(self, request, queryset):
         count = services.api_set_enabled(apis=queryset, enabled=False)
         self.message_user(request, f"Disabled {count} API(s).", messages.SUCCESS)
 
-    @admin.action(description="Rotate the token of selected token-auth APIs")
+    @admin.action(
+        description="Rotate the token of selected token-auth APIs", permissions=["change"]
+    )
     def rotate_tokens(self, request, queryset):
         for api in queryset.filter(auth_mode=AuthMode.TOKEN):
             self._show_new_token(request, api, services.api_set_token(api=api))
 
-    @admin.action(description="Rotate the callback signing secret of selected APIs")
+    @admin.action(
+        description="Rotate the callback signing secret of selected APIs", permissions=["change"]
+    )
     def rotate_callback_secrets(self, request, queryset):
         for api in queryset:
             secret = callbacks.api_rotate_callback_secret(api=api)

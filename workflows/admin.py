@@ -191,7 +191,7 @@ class WorkflowAdmin(admin.ModelAdmin):
             '<div class="iol-graph-box">{}</div>', definition_svg(definition_from_workflow(obj))
         )
 
-    @admin.action(description="Run selected workflows with a JSON input")
+    @admin.action(description="Run selected workflows with a JSON input", permissions=["operate"])
     def run_selected(self, request, queryset):
         form = RunForm(request.POST if "run_input" in request.POST else None)
         if form.is_bound and form.is_valid():
@@ -225,8 +225,22 @@ class WorkflowAdmin(admin.ModelAdmin):
         version = workflow_version_save(workflow=form.instance)
         self.message_user(request, f"Current version: {version.number}.", messages.INFO)
 
-    @admin.action(description="Clone selected workflows")
+    def has_operate_permission(self, request):
+        """Run, re-run and cancel: for who may change workflows, not for viewers."""
+        return request.user.has_perm("workflows.change_workflow")
+
+    @admin.action(description="Clone selected workflows", permissions=["add"])
     def clone_selected(self, request, queryset):
+        if (
+            not request.user.has_perm(CODE_STEP_PERMISSION)
+            and Step.objects.filter(workflow__in=queryset, type="code").exists()
+        ):
+            self.message_user(
+                request,
+                "Cloning copies code steps, which needs the permission to edit code steps.",
+                messages.ERROR,
+            )
+            return
         for workflow in queryset:
             name = f"{workflow.name} (copy)"
             number = 2
@@ -519,9 +533,13 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
             *super().get_urls(),
         ]
 
+    def has_operate_permission(self, request):
+        """Re-run and cancel: for who may change workflows, not for who only views runs."""
+        return request.user.has_perm("workflows.change_workflow")
+
     def _button_target(self, request, uid: int) -> Execution:
         execution = get_object_or_404(Execution, uid=uid)
-        if not self.has_view_permission(request, execution):
+        if not self.has_operate_permission(request):
             raise PermissionDenied
         return execution
 
@@ -547,12 +565,12 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         except lifecycle.NotCancellable as exc:
             self.message_user(request, f"{execution.uid}: {exc}", messages.WARNING)
 
-    @admin.action(description="Cancel selected runs", permissions=["view"])
+    @admin.action(description="Cancel selected runs", permissions=["operate"])
     def cancel_selected(self, request, queryset):
         for execution in queryset:
             self._cancel(request, execution)
 
-    @admin.action(description="Re-run selected runs with the same input", permissions=["view"])
+    @admin.action(description="Re-run selected runs with the same input", permissions=["operate"])
     def rerun_selected(self, request, queryset):
         for execution in queryset:
             new = lifecycle.execution_rerun(uid=execution.uid)

@@ -15,11 +15,12 @@ step is retried ``retries`` times with exponential backoff, then its
 """
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
@@ -72,6 +73,33 @@ class Control:
                     error=f"The run passed its {self.timeout_seconds} s time limit",
                 )
             )
+
+
+def storable(value):
+    """A step's value as every database stores it: non-finite numbers become null,
+    NUL characters and lone surrogates in text become U+FFFD (PostgreSQL's jsonb
+    and text refuse them, SQLite takes them: a run must not behave differently, or
+    fail to be recorded, by database). Found by review: `{{ body.v | float }}` with
+    "nan", or an http answer with NaN, crashed the recording of a whole chunk."""
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {(_text(k) if isinstance(k, str) else k): storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
+
+
+def _text(text: str) -> str:
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
 
 
 def waiting_until(resume_at: datetime) -> _End:
@@ -183,9 +211,9 @@ class Runner:
             error = ""
             try:
                 resolved = step_type.resolve_input(spec.config, ctx)
-                result = step_type.run(resolved, ctx)
+                result = storable(step_type.run(resolved, ctx))
             except StepError as exc:
-                error, result = str(exc), exc.output
+                error, result = _text(str(exc)), storable(exc.output)
             except Stopped:
                 error = "stopped: the run was cancelled"
             except _End as end:
@@ -207,6 +235,9 @@ class Runner:
             wait = min(spec.retry_interval * spec.retry_backoff ** (attempts - 1), MAX_RETRY_WAIT_S)
             logs.append(f"attempt {attempts} failed: {error}; retrying in {wait:g} s")
             self._wait(wait)
+            # A retry runs the step's body again, not the records of the failed try.
+            inner = path + "["
+            self.previous = {k: v for k, v in self.previous.items() if not k.startswith(inner)}
         self._record(spec, path, started_at, t0, attempts, resolved, result, error, logs)
         if not error:
             self._hold(step_type, result)
@@ -246,7 +277,13 @@ class Runner:
 
     def _hold(self, step_type, output) -> None:
         until = step_type.hold_until(output)
-        if until is not None and until > timezone.now():
+        now = timezone.now()
+        if until is not None and until > now:
+            self.control.check()  # a cancel (or the time limit) wins over waiting
+            if self.control.deadline is not None:
+                # Wake up when the run's time limit ends it, not days later.
+                left = max(0.0, self.control.deadline - time.monotonic())
+                until = min(until, now + timedelta(seconds=left))
             raise _End(Outcome(ExecutionStatus.WAITING, resume_at=until))
 
     def _record(self, spec, path, started_at, t0, attempts, resolved, result, error, logs):
@@ -261,10 +298,10 @@ class Runner:
                 type=spec.type,
                 status=StepRunStatus.FAILED if error else StepRunStatus.SUCCEEDED,
                 attempts=attempts,
-                input=resolved,
+                input=storable(resolved),
                 output=result,
-                error=error,
-                logs="\n".join(logs),
+                error=_text(error),
+                logs=_text("\n".join(logs)),
                 started_at=started_at,
                 finished_at=timezone.now(),
                 duration_ms=round((time.perf_counter() - t0) * 1000),

@@ -10,7 +10,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from triggers.callbacks import callbacks_schedule
-from workflows.models import Execution, ExecutionStatus
+from workflows.models import FINAL_STATUSES, Execution, ExecutionStatus
 from workflows.notify import finished_announce
 from workflows.services import (
     _queue_is_transactional,
@@ -31,6 +31,11 @@ def execution_cancel(*, uid: int) -> Execution | None:
     worker is asked to stop (within IOLINKER_CANCEL_POLL_MS): the engine stops at
     the next step boundary and kills a running code step; the run then ends
     `cancelled`. Already final: NotCancellable. None when there is no such run."""
+    # The flag first, whatever the status: a run that goes from running to
+    # waiting (or back to queued) meanwhile still meets it (found by review).
+    Execution.objects.filter(uid=uid).exclude(status__in=FINAL_STATUSES).update(
+        cancel_requested=True
+    )
     ended = _end(
         Execution.objects.filter(
             uid=uid, status__in=[ExecutionStatus.QUEUED, ExecutionStatus.WAITING]
@@ -40,10 +45,6 @@ def execution_cancel(*, uid: int) -> Execution | None:
         resume_at=None,
         error=CANCELLED_MESSAGE,
     )
-    if not ended:
-        Execution.objects.filter(uid=uid, status=ExecutionStatus.RUNNING).update(
-            cancel_requested=True
-        )
     execution = Execution.objects.filter(uid=uid).first()
     already_ended = execution is not None and execution.is_final and not ended
     if already_ended and execution.status != ExecutionStatus.CANCELLED:

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import logging
 import os
@@ -457,17 +458,34 @@ def execution_run_batch(*, uids: list[int], steal: bool = False) -> list[int]:
     Returns the uids it ran.
     """
     budget_end = time.monotonic() + settings.IOLINKER_RUN_TIMEOUT * BATCH_TIME_BUDGET
-    state = _process()
     pending, ran = list(uids), []
+    try:
+        _run_batch(pending, ran, steal=steal, budget_end=budget_end)
+    except BaseException:
+        # A chunk failed (a bug, a database error): the message is acknowledged
+        # (ack_failures) and no sweeper looks at `queued` runs with the ORM broker,
+        # so this message's unclaimed runs get a new one (found by review).
+        if pending:
+            with contextlib.suppress(Exception):
+                execution_enqueue(uids=pending)
+        raise
+    return ran
+
+
+def _run_batch(pending: list[int], ran: list[int], *, steal: bool, budget_end: float) -> None:
+    """execution_run_batch's loop; takes from ``pending`` as it claims."""
+    state = _process()
     while pending or steal:
         if time.monotonic() > budget_end:
             if pending:
                 logger.info("Batch over its time budget; re-queueing %s runs", len(pending))
-                execution_enqueue(uids=pending)
+                execution_enqueue(uids=list(pending))
+                pending.clear()
             break
         started = time.monotonic()
         if pending:
-            chunk, pending = pending[: state.chunk_size], pending[state.chunk_size :]
+            chunk = pending[: state.chunk_size]
+            del pending[: state.chunk_size]
             executions = _claim(chunk)
         else:
             executions = _claim_oldest(state.chunk_size)
@@ -478,7 +496,6 @@ def execution_run_batch(*, uids: list[int], steal: bool = False) -> list[int]:
             ran += list(executions)
             per_run = (time.monotonic() - started) / len(executions)
             state.chunk_size = max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(per_run, 1e-4))))
-    return ran
 
 
 def _claim(uids: list[int]) -> dict[int, Execution]:
@@ -601,7 +618,7 @@ def _run_claimed(executions: dict[int, Execution], claimed: list[int]) -> None:
         unstarted = [uid for uid in claimed if uid not in started]
         if unstarted:
             Execution.objects.filter(uid__in=unstarted).update(
-                status=ExecutionStatus.QUEUED, started_at=None
+                status=ExecutionStatus.QUEUED, lease_until=None
             )
             execution_enqueue(uids=unstarted)
         raise
@@ -695,29 +712,50 @@ def _save(finished: list[Execution], step_runs: list[StepRun]) -> None:
     rows = [
         (
             e.status,
-            output_field.get_db_prep_value(e.output, connection),
+            None if e.output is None else output_field.get_db_prep_value(e.output, connection),
             e.error,
             ops.adapt_datetimefield_value(e.finished_at),
             ops.adapt_datetimefield_value(e.resume_at),
             e.uid,
+            e.attempts,
         )
         for e in finished
     ]
     with transaction.atomic():
         _insert_step_runs(step_runs)
         if rows:
+            # Fenced by the claim (status and attempt): a worker that lost its run
+            # (its lease lapsed and the reaper gave it to another worker, or ended
+            # it) cannot overwrite what happened since (found by review).
             with connection.cursor() as cursor:
                 cursor.executemany(
                     f"UPDATE {table} SET status = %s, output = %s, error = %s, "  # noqa: S608
-                    "finished_at = %s, resume_at = %s, lease_until = NULL WHERE uid = %s",
+                    "finished_at = %s, resume_at = %s, lease_until = NULL "
+                    "WHERE uid = %s AND attempts = %s AND status = 'running'",
                     rows,
                 )
+                written = cursor.rowcount
+            if written != len(rows):
+                finished = _still_ours(finished)
             final = [e for e in finished if e.is_final]
             finished_announce([e.uid for e in final])
             callbacks_schedule(final)
             resume_times = {e.resume_at for e in finished if e.resume_at}
             if resume_times:
                 _resume_schedule(resume_times)
+
+
+def _still_ours(finished: list[Execution]) -> list[Execution]:
+    """The runs of ``finished`` whose outcome was written (the others were taken
+    back from this worker meanwhile: their outcome is not ours to announce)."""
+    stored = dict(
+        Execution.objects.filter(uid__in=[e.uid for e in finished]).values_list("uid", "status")
+    )
+    ours = [e for e in finished if stored.get(e.uid) == e.status]
+    for e in finished:
+        if e not in ours:
+            logger.warning("Execution %s was taken back from this worker; outcome dropped", e.uid)
+    return ours
 
 
 def _resume_schedule(times: set) -> None:
@@ -779,6 +817,17 @@ def workflow_run(*, workflow: Workflow, body: dict) -> Execution:
     return execution_insert_and_queue(Execution(workflow=workflow, input=trigger_input))
 
 
+def _ancestors(execution: Execution) -> int:
+    """How many parent runs above this one (stops counting past the depth limit)."""
+    count, parent_id = 0, execution.parent_id
+    while parent_id is not None and count <= settings.IOLINKER_SUBWORKFLOW_DEPTH:
+        count += 1
+        parent_id = (
+            Execution.objects.filter(uid=parent_id).values_list("parent_id", flat=True).first()
+        )
+    return count
+
+
 class _ChildRuns:
     """How a subworkflow step runs its child (engine.Runner.run_child)."""
 
@@ -793,6 +842,10 @@ class _ChildRuns:
         if not child_workflow.enabled:
             raise StepError(f"workflow {workflow!r} is disabled")
         trigger_input = {"method": "SUBWORKFLOW", "body": body, "query": {}, "headers": {}}
+        if not wait and _ancestors(parent) >= settings.IOLINKER_SUBWORKFLOW_DEPTH:
+            raise StepError(
+                f"sub-workflows nest deeper than {settings.IOLINKER_SUBWORKFLOW_DEPTH} levels"
+            )
         if not wait:
             child = execution_insert_and_queue(
                 Execution(workflow=child_workflow, parent=parent, input=trigger_input)
@@ -806,6 +859,13 @@ class _ChildRuns:
         resume_at = None
         if not child.is_final:
             step_runs: list[StepRun] = []
+            if timeout is not None and (control.deadline is None or timeout < control.deadline):
+                # The subworkflow step's own time limit bounds its child too.
+                control = engine.Control(
+                    cancelled=control.cancelled,
+                    deadline=timeout,
+                    timeout_seconds=control.timeout_seconds,
+                )
             _run_one(child, step_runs, depth=self.depth, control=control)
             # A waiting child is resumed by its parent, never on its own schedule.
             resume_at, child.resume_at = child.resume_at, None
@@ -821,9 +881,12 @@ class _ChildRuns:
         return child.output
 
     def _child(self, parent, child_workflow, path, trigger_input) -> Execution:
-        """The child run of this step: made now, or the one an earlier attempt of
-        the parent made (resumed: it replays its finished steps)."""
-        child = Execution.objects.filter(parent=parent, parent_step=path).first()
+        """The child run of this step: the one an earlier attempt of the parent
+        made if it is unfinished (resumed: it replays its finished steps) or
+        succeeded; else a new one (a retry of the step runs the child again)."""
+        child = Execution.objects.filter(parent=parent, parent_step=path).order_by("-uid").first()
+        if child is not None and child.is_final and child.status != ExecutionStatus.SUCCEEDED:
+            child = None
         now = timezone.now()
         if child is None:
             child = Execution(

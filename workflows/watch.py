@@ -14,6 +14,7 @@
 The thread has its own database connection, closed whenever nothing runs.
 """
 
+import contextlib
 import logging
 import os
 import threading
@@ -21,7 +22,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import connection
 from django.utils import timezone
 
 from workflows.models import Execution, ExecutionStatus
@@ -96,9 +97,11 @@ class _Watch:
                     if now - last_renew >= renew_every:
                         last_renew = now
                         self._renew(list(leased))
-                except DatabaseError as exc:
+                except Exception as exc:  # noqa: BLE001 - the thread must live on
+                    # (InterfaceError is no DatabaseError; a dead thread renews no lease)
                     logger.warning("Run watch could not reach the database: %s", exc)
-                    connection.close()
+                    with contextlib.suppress(Exception):
+                        connection.close()
         finally:
             connection.close()
 

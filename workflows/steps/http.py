@@ -1,5 +1,6 @@
 import json
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -42,8 +43,9 @@ class Http(StepType):
     def run(self, resolved, ctx):
         url = resolved["url"]
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise StepError(f"url must be an http:// or https:// URL, got {url!r}")
+            raise StepError(f"url must be an http:// or https:// URL, got {shown_url(url)!r}")
         has_body = "json" in resolved or "form" in resolved
+        shown = shown_url(url)
         method = resolved.get("method", "POST" if has_body else "GET")
         kwargs = {"headers": resolved.get("headers") or {}, "params": resolved.get("query")}
         if "json" in resolved:
@@ -63,17 +65,35 @@ class Http(StepType):
             ):
                 content = _read_limited(response, deadline=time.monotonic() + timeout)
         except httpx.TimeoutException:
-            raise StepError(f"HTTP {method} {url} timed out after {timeout:.3g} s") from None
+            raise StepError(f"HTTP {method} {shown} timed out after {timeout:.3g} s") from None
         except httpx.HTTPError as exc:
-            raise StepError(f"HTTP {method} {url} failed: {exc}") from None
+            raise StepError(f"HTTP {method} {shown} failed: {_no_url(exc, url)}") from None
         output = {
             "status": response.status_code,
             "headers": dict(response.headers),
             "body": _parse_body(response, content),
         }
         if response.is_error and resolved.get("fail_on_error", True):
-            raise StepError(f"HTTP {method} {url} answered {response.status_code}", output=output)
+            raise StepError(f"HTTP {method} {shown} answered {response.status_code}", output=output)
         return output
+
+
+def shown_url(url: str) -> str:
+    """A URL as error messages show it: without its query string and user info,
+    where a secret from the environment (a key, a password) may sit. Errors reach
+    callers (the run's msg) while the step's input is only in the admin."""
+    try:
+        parts = urlsplit(str(url))
+    except ValueError:
+        return "<a malformed URL>"
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _no_url(exc: Exception, url: str) -> str:
+    return str(exc).replace(str(url), shown_url(url))
 
 
 def _read_limited(response: httpx.Response, *, deadline: float) -> bytes:

@@ -3,6 +3,7 @@ import json
 import httpx
 
 from workflows.steps.base import StepError, StepType, register
+from workflows.steps.http import shown_url
 
 DEFAULT_TIMEOUT_S = 60
 MAX_TIMEOUT_S = 600
@@ -74,9 +75,11 @@ class Llm(StepType):
         try:
             response = httpx.post(url, json=body, headers=headers, timeout=timeout)
         except httpx.TimeoutException:
-            raise StepError(f"LLM endpoint {url} timed out after {timeout:g} s") from None
+            raise StepError(
+                f"LLM endpoint {shown_url(url)} timed out after {timeout:g} s"
+            ) from None
         except httpx.HTTPError as exc:
-            raise StepError(f"LLM endpoint {url} failed: {exc}") from None
+            raise StepError(f"LLM endpoint {shown_url(url)} failed: {exc}") from None
         try:
             answer = response.json()
         except ValueError:
