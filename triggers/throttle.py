@@ -119,27 +119,23 @@ def auth_refuse_if_blocked(*, api: ApiDefinition, client_ip: str) -> None:
 def auth_refuse_if_throttled(*, api: ApiDefinition, client_ip: str) -> None:
     """Before a slow check (a password hash): 429 if the shared counter says the
     address already failed too often, so a refused attempt costs no hash."""
-    item = _failure_item()
-    if item is None:
-        return
-    limiter, ids = _Limits.get().moving, (str(api.pk), client_ip)
-    try:
-        if limiter.test(item, *ids):
-            return
-        reset = limiter.get_window_stats(item, *ids).reset_time
-    except StorageError as exc:
-        raise _unavailable(exc) from None
-    raise _block(api, client_ip, reset)
+    _failures(api, client_ip, count=False)
 
 
 def auth_failed(*, api: ApiDefinition, client_ip: str) -> None:
     """Count a wrong credential; 429 (and the address blocked here) past the limit."""
+    _failures(api, client_ip, count=True)
+
+
+def _failures(api: ApiDefinition, client_ip: str, *, count: bool) -> None:
+    """Look at (``count``: add one to) the address's failures on the API; past the
+    limit, block the address here and raise 429."""
     item = _failure_item()
     if item is None:
         return
     limiter, ids = _Limits.get().moving, (str(api.pk), client_ip)
     try:
-        if limiter.hit(item, *ids):
+        if (limiter.hit if count else limiter.test)(item, *ids):
             return
         reset = limiter.get_window_stats(item, *ids).reset_time
     except StorageError as exc:

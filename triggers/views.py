@@ -126,6 +126,19 @@ def _status_url_prefix(script_prefix: str, module: str, method: str) -> str:
     return url.removesuffix("0")
 
 
+def _requested_execution(request, module: str, method: str, uid: str):
+    """The run a status or cancel request names, with the API's credentials (and
+    the read key of an API without authentication)."""
+    return api_execution(
+        module=module,
+        method=method,
+        uid=uid,
+        headers=request.headers,
+        key=request.GET.get("key", ""),
+        client_ip=_client_ip(request),
+    )
+
+
 @responses.api_endpoint
 def execution_cancel(request, module: str, method: str, uid: str):
     """Cancel a run (same credentials as the API): 200 with its status once it is
@@ -136,14 +149,7 @@ def execution_cancel(request, module: str, method: str, uid: str):
         raise ApiError(
             errors.METHOD_NOT_ALLOWED, "Cancel a run with POST", headers={"Allow": "POST"}
         )
-    execution = api_execution(
-        module=module,
-        method=method,
-        uid=uid,
-        headers=request.headers,
-        key=request.GET.get("key", ""),
-        client_ip=_client_ip(request),
-    )
+    execution = _requested_execution(request, module, method, uid)
     try:
         execution = execution_cancel_service(uid=execution.uid)
     except NotCancellable as exc:
@@ -184,14 +190,7 @@ def execution_status(request, module: str, method: str, uid: str):
             errors.METHOD_NOT_ALLOWED, "Read a run's status with GET", headers={"Allow": "GET"}
         )
     wait = _wait_seconds(request.GET.get("wait"))
-    execution = api_execution(
-        module=module,
-        method=method,
-        uid=uid,
-        headers=request.headers,
-        key=request.GET.get("key", ""),
-        client_ip=_client_ip(request),
-    )
+    execution = _requested_execution(request, module, method, uid)
     if wait and not execution.is_final:
         execution = _WAITERS.wait_final(execution.uid, wait, otherwise=execution)
         if execution is None:
