@@ -311,7 +311,25 @@ def raw_http(port: int, data: bytes, *, half_close: bool = False, timeout: float
     return answer
 
 
-class RecordingServer:
+class LocalHttpServer:
+    """A ThreadingHTTPServer on a free local port, served by a thread inside a
+    ``with`` block (the test servers below and in test files build on it)."""
+
+    def serve(self, handler, path: str = "") -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class RecordingServer(LocalHttpServer):
     """A local HTTP server for the http step: answers JSON and records requests
     (500 for paths under /fail, and for the first ``fail_first`` requests)."""
 
@@ -344,17 +362,7 @@ class RecordingServer:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 def redis_url_or_reason() -> tuple[str | None, str]:

@@ -9,7 +9,7 @@ import json
 import threading
 import time
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
@@ -20,7 +20,13 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import ECHO_STEPS, make_api, make_workflow, needs_service
-from tests.helpers import Platform, drain_queue, free_port, redis_url_or_reason
+from tests.helpers import (
+    LocalHttpServer,
+    Platform,
+    drain_queue,
+    free_port,
+    redis_url_or_reason,
+)
 from triggers import callbacks
 from triggers.models import AuthMode, CallbackAttempt, CallbackDelivery, CallbackStatus
 from workflows import services
@@ -32,7 +38,7 @@ from workflows.services import execution_run_batch, execution_start
 pytestmark = pytest.mark.django_db
 
 
-class Receiver:
+class Receiver(LocalHttpServer):
     """A callback receiver: answers the given status codes in turn (the last one
     from then on), optionally after a delay, and records what it got."""
 
@@ -56,17 +62,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/iolinker"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler, "/hooks/iolinker")
 
 
 def callback_api(url: str, *, method: str = "order", steps=ECHO_STEPS):

@@ -1,12 +1,11 @@
 """The llm step against a local OpenAI-compatible fake server (never the internet)."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from tests.helpers import drain_queue
+from tests.helpers import LocalHttpServer, drain_queue
 from workflows.credentials import credential_resolve, credential_set_secret
 from workflows.models import Credential, Execution, ExecutionStatus, StepRun, Workflow
 from workflows.services import execution_start, workflow_create
@@ -15,7 +14,7 @@ pytestmark = pytest.mark.django_db
 KEY = "sk-test-0123456789"
 
 
-class FakeLlm:
+class FakeLlm(LocalHttpServer):
     """Answers POST /v1/chat/completions like an OpenAI-compatible server."""
 
     def __init__(self, *, status: int = 200, content: str = "Hello there"):
@@ -53,16 +52,8 @@ class FakeLlm:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler, "/v1")
+        self.base_url = self.url
 
 
 def credential(base_url: str) -> Credential:
