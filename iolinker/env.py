@@ -114,10 +114,12 @@ def sqlite_database(path: str) -> dict:
 
     WAL lets readers proceed beside one writer; IMMEDIATE transactions take the
     write lock up front so two writers queue on the busy timeout instead of
-    failing with "database is locked" halfway through (see STACK-NOTES).
+    failing with "database is locked" halfway through (see STACK-NOTES). The
+    backend is Django's, with database files only their owner can read
+    (iolinker/sqlite3/base.py), wherever ``path`` is.
     """
     return {
-        "ENGINE": "django.db.backends.sqlite3",
+        "ENGINE": "iolinker.sqlite3",
         "NAME": str(path),
         "OPTIONS": {
             "transaction_mode": "IMMEDIATE",
