@@ -45,6 +45,7 @@ class ApiDefinitionForm(forms.ModelForm):
             "auth_user",
             "password",
             "debug_payload",
+            "publish_example",
             "description",
         ]
 
@@ -97,7 +98,7 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
     actions = ["enable_apis", "disable_apis", "rotate_tokens", "rotate_callback_secrets"]
     fieldsets = [
         (None, {"fields": ["module", "method", "http_method", "workflow", "enabled", "full_url"]}),
-        ("Try it", {"fields": ["curl_example", "debug_payload"]}),
+        ("Try it", {"fields": ["curl_example", "debug_payload", "publish_example"]}),
         ("Sync calls", {"fields": ["sync_enabled", "sync_timeout"]}),
         ("Authentication", {"fields": ["auth_mode", "secret_state", "auth_user", "password"]}),
         ("Limits", {"fields": ["ip_allowlist", ("rate_limit", "rate_limit_period")]}),

@@ -129,6 +129,12 @@ class ApiDefinition(models.Model):
         help_text="Input used to simulate a call (the Debug button, `fire_api --debug`): "
         "the JSON body for POST, query parameters for GET.",
     )
+    publish_example = models.BooleanField(
+        "publish the debug payload",
+        default=False,
+        help_text="Show the debug payload as the example input in the public OpenAPI "
+        "document (/v1/openapi.json). Off: it stays in the admin.",
+    )
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

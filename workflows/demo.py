@@ -54,6 +54,7 @@ def demo_load() -> bool:
         enabled=True,
         sync_enabled=True,
         debug_payload={"name": "iolinker"},
+        publish_example=True,  # a demo: its payload is the example of the document
         description='Demo: curl -d \'{"name":"x"}\' localhost:8000/v1/api/demo/hello/async',
     )
     return True
