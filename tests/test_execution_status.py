@@ -116,6 +116,22 @@ def test_wait_must_be_a_number_of_seconds_within_the_limit(caller, open_api, wai
     assert_error(caller.get(f"{location}&wait={quote(wait)}"), 400, "requestError.invalidParams")
 
 
+@pytest.mark.parametrize("query", ["&wait=0&wait=1", "&wait=1&wait=", "&key=x"])
+def test_a_repeated_wait_or_key_is_refused_not_read_as_its_last_value(caller, open_api, query):
+    # The document says one value each (schemathesis found the last one winning).
+    location = trigger(caller)["Location"]
+    response = caller.get(location + query)
+    assert_error(response, 400, "requestError.invalidParams")
+    assert "at most once" in response.json()["response"]["error"]["message"]
+
+
+def test_a_cancel_with_a_repeated_key_is_refused(caller, open_api):
+    location = trigger(caller)["Location"]
+    cancel = location.replace("?", "/cancel?", 1)
+    assert_error(caller.post(cancel + "&key=x"), 400, "requestError.invalidParams")
+    assert caller.get(location).json()["response"]["status"] == "queued"
+
+
 @pytest.mark.parametrize("verb", ["post", "put", "delete"])
 def test_status_is_read_with_get_only(caller, open_api, verb):
     location = trigger(caller)["Location"]

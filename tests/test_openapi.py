@@ -40,6 +40,7 @@ def apis():
         sync_enabled=True,
         sync_timeout=1,  # no worker here: /sync answers 202 after it
         debug_payload={"sku": "A-1", "qty": 2},
+        publish_example=True,
         description="Place an order",
     )
     token.plain_token = services.api_set_token(api=token)
@@ -50,8 +51,10 @@ def apis():
         http_method="GET",
         auth_mode=AuthMode.PASSWORD,
         debug_payload={"sku": "A-1"},
+        publish_example=True,
     )
     services.api_set_password(api=password, user="alice", password="s3cret-pass")
+    password.credentials = {"user": "alice", "password": "s3cret-pass"}
     public = make_api(workflow, module="hooks", method="ping", auth_mode=AuthMode.NONE)
     make_api(workflow, module="shop", method="retired", enabled=False)
     idle = make_workflow("idle", OK_STEPS)
@@ -141,23 +144,153 @@ def test_a_trigger_answers_202_with_the_uid_and_location(apis):
     assert document["components"]["headers"]["Location"]["required"] is True
     schema = document["components"]["schemas"]["Accepted"]
     assert schema["properties"]["response"]["required"] == ["uid"]
-    # A POST body is a JSON object, with the debug payload as its example.
+    # A POST body is a JSON object, with the published debug payload as its example.
     body = operation["requestBody"]["content"]["application/json"]
-    assert body == {"schema": {"type": "object"}, "example": {"sku": "A-1", "qty": 2}}
-    assert {"$ref": "#/components/parameters/IdempotencyKey"} in operation["parameters"]
-    assert set(operation["responses"]) == {
-        "202",
-        "400",
-        "401",
-        "403",
-        "404",
-        "405",
-        "413",
-        "422",
-        "429",
-        "500",
-        "503",
+    assert body == {
+        "schema": {"$ref": "#/components/schemas/TriggerBody"},
+        "example": {"sku": "A-1", "qty": 2},
     }
+    assert {"$ref": "#/components/parameters/IdempotencyKey"} in operation["parameters"]
+    assert set(operation["responses"]) == {"202", *TRIGGER_ERRORS, "413"}
+
+
+# What each operation can answer besides its successes (iolinker/errors.py, `on`).
+TRIGGER_ERRORS = {"400", "401", "403", "404", "405", "414", "422", "429", "431", "500", "503"}
+STATUS_ERRORS = {"400", "401", "403", "404", "405", "429", "500", "503"}
+CANCEL_ERRORS = {"400", "401", "403", "404", "405", "409", "429", "500", "503"}
+
+
+def responses_of(document, path):
+    (operation,) = document["paths"][path].values()
+    return set(operation["responses"])
+
+
+def test_every_operation_lists_each_status_its_code_paths_can_answer(apis):
+    document = fetch()
+    assert responses_of(document, "/v1/api/shop/order/async") == {"202", *TRIGGER_ERRORS, "413"}
+    assert responses_of(document, "/v1/api/shop/order/sync") == {
+        "200",
+        "202",
+        *TRIGGER_ERRORS,
+        "413",
+    }
+    # No body: no 413; no authentication: no 401.
+    assert responses_of(document, "/v1/api/shop/stock/async") == {"202", *TRIGGER_ERRORS}
+    assert responses_of(document, "/v1/api/hooks/ping/async") == {
+        "202",
+        "413",
+        *TRIGGER_ERRORS - {"401"},
+    }
+    for name in ("shop/order", "shop/stock"):
+        assert responses_of(document, f"/v1/api/{name}/executions/{{uid}}") == {
+            "200",
+            *STATUS_ERRORS,
+        }
+        assert responses_of(document, f"/v1/api/{name}/executions/{{uid}}/cancel") == {
+            "200",
+            "202",
+            *CANCEL_ERRORS,
+        }
+    assert responses_of(document, "/v1/api/hooks/ping/executions/{uid}") == {
+        "200",
+        *STATUS_ERRORS - {"401"},
+    }
+
+
+def test_a_status_with_a_contract_header_documents_it(apis):
+    responses = fetch()["components"]["responses"]
+    assert responses["Error429"]["headers"]["Retry-After"]["required"] is True
+    assert responses["Error405"]["headers"]["Allow"]["required"] is True
+    for status in ("414", "431", "422"):
+        assert responses[f"Error{status}"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Error"
+        }
+    assert "requestError.queryTooLarge" in responses["Error414"]["description"]
+    assert "requestError.headersTooLarge" in responses["Error431"]["description"]
+    # A code no operation answers is not listed under its status.
+    assert "requestError.forbidden" not in responses["Error403"]["description"]
+
+
+def test_a_new_error_is_one_line_in_the_table_and_documented_where_it_says(apis, monkeypatch):
+    document = fetch()
+    assert "408" not in responses_of(document, "/v1/api/shop/order/async")
+    monkeypatch.setattr(
+        errors,
+        "BODY_TIMEOUT",
+        ErrorSpec("requestError.bodyTimeout", 408, "Body too slow", frozenset({errors.BODY})),
+        raising=False,
+    )
+    monkeypatch.setattr(
+        errors, "EVERYWHERE", ErrorSpec("requestError.new", 418, "New"), raising=False
+    )
+    document = fetch()
+    validate(document)
+    assert "408" in responses_of(document, "/v1/api/shop/order/async")  # POST: a body
+    assert "408" not in responses_of(document, "/v1/api/shop/stock/async")  # GET
+    assert "408" not in responses_of(document, "/v1/api/shop/order/executions/{uid}")
+    assert (
+        "requestError.bodyTimeout" in document["components"]["responses"]["Error408"]["description"]
+    )
+    # Without `on`, everywhere until it says where.
+    assert all("418" in operation["responses"] for operation in operations(document))
+
+
+def operations(document):
+    return [operation for item in document["paths"].values() for operation in item.values()]
+
+
+def test_the_error_table_names_only_known_places(db):
+    for spec in (v for v in vars(errors).values() if isinstance(v, ErrorSpec)):
+        assert spec.on <= errors.ANYWHERE, spec
+
+
+def test_the_debug_payload_is_published_only_where_the_api_says_so(apis):
+    def examples(document):
+        post = document["paths"]["/v1/api/shop/order/async"]["post"]
+        get = document["paths"]["/v1/api/shop/stock/async"]["get"]
+        (query,) = [p for p in get["parameters"] if p.get("in") == "query"]
+        return post["requestBody"]["content"]["application/json"].get("example"), query.get(
+            "example"
+        )
+
+    assert examples(fetch()) == ({"sku": "A-1", "qty": 2}, {"sku": "A-1"})
+    for api in (apis["token"], apis["password"]):
+        api.publish_example = False
+        api.save()
+    document = fetch()
+    assert examples(document) == (None, None)
+    assert "A-1" not in json.dumps(document)
+
+
+def test_a_new_api_does_not_publish_its_debug_payload(db):
+    api = make_api(make_workflow("wf", OK_STEPS), debug_payload={"ops-only-7f3a": "x"})
+    assert api.publish_example is False
+    assert "ops-only-7f3a" not in Client().get(URL).content.decode()
+
+
+def test_the_input_schemas_refuse_what_the_server_refuses(apis):
+    document = fetch()
+    assert_matches(document, "TriggerBody", {"a": ["x", {"b": 1.5, "c": None}], "": True})
+    for body in ({"a": "\x00"}, {"\x00": 1}, {"a": [{"b": "x\x00"}]}, [1], "x"):
+        with pytest.raises(jsonschema.ValidationError):
+            assert_matches(document, "TriggerBody", body)
+    (query,) = [
+        p
+        for p in document["paths"]["/v1/api/shop/stock/async"]["get"]["parameters"]
+        if p.get("in") == "query"
+    ]
+    root = {**query["schema"], "components": document["components"]}
+    validator = jsonschema.Draft202012Validator(root)
+    assert validator.is_valid({"a": "x", "b": ["1", "2"]})
+    assert not validator.is_valid({"a": "x\x00"})
+    assert not validator.is_valid({"a": ["x", "\x00"]})
+    assert not validator.is_valid({"\x00": "x"})
+    assert not validator.is_valid({"a": {"b\x00": "x"}})  # sent as a[b\x00]=x
+    key = document["components"]["parameters"]["IdempotencyKey"]["schema"]
+    key_validator = jsonschema.Draft202012Validator(key, format_checker=None)
+    assert key_validator.is_valid("order-1 retry") and key_validator.is_valid("a")
+    for refused in ("", " ", " a", "a ", "é", "a" * 256):
+        assert not key_validator.is_valid(refused), refused
 
 
 def test_a_get_api_takes_free_form_query_parameters_and_no_body(apis):
@@ -373,13 +506,36 @@ def test_errors_answered_are_documented_and_match_the_error_schema(apis):
     client = Client()
     token = {"token": apis["token"].plain_token}
     order, ping = "/v1/api/shop/order/async", "/v1/api/hooks/ping/executions/{uid}"
+    stock = "/v1/api/shop/stock/async"
+    status = "/v1/api/shop/order/executions/{uid}"
+    uid = client.post(order, "{}", "application/json", headers=token).json()["response"]["uid"]
+    once = {**token, "Idempotency-Key": "k-1"}
+    client.post(order, '{"a": 1}', "application/json", headers=once)
     answers = [
         (401, order, client.post(order, "{}", "application/json")),
         (400, order, client.post(order, "[1]", "application/json", headers=token)),
+        (400, order, client.post(order, '{"a": "\\u0000"}', "application/json", headers=token)),
+        (400, stock, client.get(stock + "?a=%00", headers=apis["password"].credentials)),
         (404, ping, client.get(ping.replace("{uid}", "1"))),  # no read key
+        (
+            413,
+            order,
+            client.post(order, "{}" + " " * 1024 * 1024, "application/json", headers=token),
+        ),
+        (414, order, client.post(order + "?q=" + "x" * 17_000, "{}", "application/json")),
+        (431, order, client.post(order, "{}", "application/json", headers={"x-big": "x" * 17_000})),
+        (422, order, client.post(order, '{"a": 2}', "application/json", headers=once)),
+        (400, status, client.get(status.replace("{uid}", uid) + "?wait=1&wait=2", headers=token)),
     ]
+    # Wrong tokens from one address: the throttle's 429 (last: it blocks the address).
+    wrong = [client.post(order, "{}", "application/json", headers={"token": "no"})]
+    while wrong[-1].status_code == 401 and len(wrong) < 50:
+        wrong.append(client.post(order, "{}", "application/json", headers={"token": "no"}))
+    answers.append((429, order, wrong[-1]))
+    answers.append((429, status, client.get(status.replace("{uid}", uid), headers=token)))
+    assert int(wrong[-1]["Retry-After"]) >= 1
     for status, path, response in answers:
-        assert response.status_code == status
+        assert response.status_code == status, (path, response.content[:200])
         (operation,) = document["paths"][path].values()
         assert str(status) in operation["responses"]
         assert schema_of(document, operation["responses"][str(status)]) == "Error"

@@ -134,7 +134,7 @@ def _requested_execution(request, module: str, method: str, uid: str):
         method=method,
         uid=uid,
         headers=request.headers,
-        key=request.GET.get("key", ""),
+        key=_single_param(request.GET, "key") or "",
         client_ip=_client_ip(request),
     )
 
@@ -189,7 +189,7 @@ def execution_status(request, module: str, method: str, uid: str):
         raise ApiError(
             errors.METHOD_NOT_ALLOWED, "Read a run's status with GET", headers={"Allow": "GET"}
         )
-    wait = _wait_seconds(request.GET.get("wait"))
+    wait = _wait_seconds(_single_param(request.GET, "wait"))
     execution = _requested_execution(request, module, method, uid)
     if wait and not execution.is_final:
         execution = _WAITERS.wait_final(execution.uid, wait, otherwise=execution)
@@ -229,6 +229,15 @@ def _client_ip(request) -> str:
         remote_addr=request.META.get("REMOTE_ADDR", ""),
         forwarded_for=request.META.get("HTTP_X_FORWARDED_FOR"),
     )
+
+
+def _single_param(query: QueryDict, name: str) -> str | None:
+    """A query parameter that is one value (the status URL's `wait` and `key`): a
+    repeated one is refused, not read as its last value (the document says one)."""
+    values = query.getlist(name)
+    if len(values) > 1:
+        raise ApiError(errors.INVALID_PARAMS, f"{name} must be given at most once")
+    return values[0] if values else None
 
 
 def _wait_seconds(text: str | None) -> float:
