@@ -184,3 +184,31 @@ def test_list_pages_cost_the_same_queries_for_5_or_40_rows(admin_client, open_ap
     few = queries()
     add_rows(35)
     assert queries() == few  # no query per row (select_related / prefetch)
+
+
+def test_publishing_the_debug_payload_is_a_switch_of_the_api_page(admin_client, echo_workflow):
+    data = {
+        "module": "crm",
+        "method": "lead",
+        "http_method": "POST",
+        "workflow": echo_workflow.pk,
+        "enabled": "on",
+        "auth_mode": "none",
+        "auth_user": "",
+        "password": "",
+        "debug_payload": '{"email": "ops@example.com"}',
+        "description": "",
+        "sync_timeout": "25",
+    }
+    page = admin_client.get("/admin/triggers/apidefinition/add/").content.decode()
+    assert 'name="publish_example"' in page
+    admin_client.post("/admin/triggers/apidefinition/add/", data)
+    api = ApiDefinition.objects.get(method="lead")
+    assert api.publish_example is False  # off unless ticked
+    assert "ops@example.com" not in admin_client.get("/v1/openapi.json").content.decode()
+    admin_client.post(
+        f"/admin/triggers/apidefinition/{api.pk}/change/", {**data, "publish_example": "on"}
+    )
+    api.refresh_from_db()
+    assert api.publish_example is True
+    assert "ops@example.com" in admin_client.get("/v1/openapi.json").content.decode()
