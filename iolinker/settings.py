@@ -193,6 +193,11 @@ IOLINKER_TRUSTED_PROXIES = env_networks("IOLINKER_TRUSTED_PROXIES")
 IOLINKER_AUTH_FAILURE_LIMIT = env_int("IOLINKER_AUTH_FAILURE_LIMIT", 10, minimum=0)
 IOLINKER_AUTH_FAILURE_WINDOW = env_int("IOLINKER_AUTH_FAILURE_WINDOW", 300, minimum=1)
 
+# --- Outbound requests (workflows/outbound.py; README, "Outbound requests") ----
+# http and llm steps and completion callbacks connect only to public addresses;
+# these networks (CIDRs, e.g. 10.0.0.0/8 for an internal service) are allowed too.
+IOLINKER_OUTBOUND_ALLOW = env_networks("IOLINKER_OUTBOUND_ALLOW")
+
 # --- Workers (django-q2) ------------------------------------------------------
 # A run is killed after IOLINKER_RUN_TIMEOUT seconds; django-q2 redelivers an
 # unacknowledged task only after `retry`, which must exceed the timeout or a
@@ -280,5 +285,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
-    "loggers": {"django-q": {"level": env_str("QUEUE_LOG_LEVEL", "WARNING").upper()}},
+    "loggers": {
+        "django-q": {"level": env_str("QUEUE_LOG_LEVEL", "WARNING").upper()},
+        # httpx logs every request's full URL at INFO: a query string or user info
+        # may hold a secret (an API key from env). Warnings and errors only.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
 }
