@@ -192,6 +192,14 @@ IOLINKER_TRUSTED_PROXIES = env_networks("IOLINKER_TRUSTED_PROXIES")
 # when it is right). 0: no throttle.
 IOLINKER_AUTH_FAILURE_LIMIT = env_int("IOLINKER_AUTH_FAILURE_LIMIT", 10, minimum=0)
 IOLINKER_AUTH_FAILURE_WINDOW = env_int("IOLINKER_AUTH_FAILURE_WINDOW", 300, minimum=1)
+# All addresses together, per API and window: past this many wrong credentials no
+# password hash runs for the API (recently verified credentials and right tokens
+# still pass; README, "Limits"). 0: no budget. IPv6 addresses count per /64.
+IOLINKER_AUTH_FAILURE_API_LIMIT = env_int("IOLINKER_AUTH_FAILURE_API_LIMIT", 100, minimum=0)
+# The admin login: failures per address and per username within the window before
+# that address or username is refused (429, no password hash). 0: off.
+IOLINKER_LOGIN_FAILURE_LIMIT = env_int("IOLINKER_LOGIN_FAILURE_LIMIT", 10, minimum=0)
+IOLINKER_LOGIN_FAILURE_WINDOW = env_int("IOLINKER_LOGIN_FAILURE_WINDOW", 300, minimum=1)
 
 # --- Outbound requests (workflows/outbound.py; README, "Outbound requests") ----
 # http and llm steps and completion callbacks connect only to public addresses;
