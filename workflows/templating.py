@@ -31,6 +31,9 @@ from jinja2.visitor import NodeTransformer
 # Characters of one string, items of one list: above the http step's 5 MiB
 # response (a template may pass one on), far below what hurts a worker.
 MAX_TEXT = 10_000_000
+# Bits of one integer (about 300,000 digits): products and powers are checked
+# before they are computed (squaring again and again grows fast, and slowly).
+MAX_INT_BITS = 1_000_000
 MAX_RENDER_SECONDS = 30.0  # when the step has no deadline of its own
 # A %-format or str.format width/precision of 10,000,000 or more, or one taken from
 # the arguments (``%*d``, ``{:{}}``).
@@ -60,6 +63,8 @@ def _tick() -> None:
 def _sized(value):
     if isinstance(value, str | list | tuple | bytes) and len(value) > MAX_TEXT:
         raise LimitExceeded(f"a value of more than {MAX_TEXT:,} characters or items")
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        raise LimitExceeded(f"a number of more than {MAX_INT_BITS:,} bits")
     return value
 
 
@@ -89,7 +94,12 @@ def _sized_len(length: int) -> None:
 def _huge_power(base, exponent) -> bool:
     if not (isinstance(base, int) and isinstance(exponent, int)) or abs(base) < 2:
         return False
-    return exponent > 0 and abs(base).bit_length() * exponent > 8 * MAX_TEXT
+    return exponent > 0 and abs(base).bit_length() * exponent > MAX_INT_BITS
+
+
+def _huge_product(left, right) -> bool:
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (left, right))
+    return ints and left.bit_length() + right.bit_length() > MAX_INT_BITS
 
 
 def _len(value) -> int:
@@ -151,13 +161,15 @@ class _JsonEnvironment(SandboxedEnvironment):
     def call_binop(self, context, operator, left, right):
         _tick()
         if operator == "*":
+            if _huge_product(left, right):
+                raise LimitExceeded(f"a number of more than {MAX_INT_BITS:,} bits")
             for seq, times in ((left, right), (right, left)):
                 if _len(seq) and isinstance(times, int):
                     _sized_len(_len(seq) * times)
         elif operator == "+":
             _sized_len(_len(left) + _len(right))
         elif operator == "**" and _huge_power(left, right):
-            raise LimitExceeded(f"a power of more than {MAX_TEXT:,} bytes")
+            raise LimitExceeded(f"a number of more than {MAX_INT_BITS:,} bits")
         elif operator == "%" and isinstance(left, str):
             _no_big_width(left)
         return _sized(super().call_binop(context, operator, left, right))
