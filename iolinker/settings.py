@@ -192,6 +192,19 @@ IOLINKER_TRUSTED_PROXIES = env_networks("IOLINKER_TRUSTED_PROXIES")
 # when it is right). 0: no throttle.
 IOLINKER_AUTH_FAILURE_LIMIT = env_int("IOLINKER_AUTH_FAILURE_LIMIT", 10, minimum=0)
 IOLINKER_AUTH_FAILURE_WINDOW = env_int("IOLINKER_AUTH_FAILURE_WINDOW", 300, minimum=1)
+# All addresses together, per API and window: past this many wrong credentials no
+# password hash runs for the API (recently verified credentials and right tokens
+# still pass; README, "Limits"). 0: no budget. IPv6 addresses count per /64.
+IOLINKER_AUTH_FAILURE_API_LIMIT = env_int("IOLINKER_AUTH_FAILURE_API_LIMIT", 100, minimum=0)
+# The admin login: failures per address and per username within the window before
+# that address or username is refused (429, no password hash). 0: off.
+IOLINKER_LOGIN_FAILURE_LIMIT = env_int("IOLINKER_LOGIN_FAILURE_LIMIT", 10, minimum=0)
+IOLINKER_LOGIN_FAILURE_WINDOW = env_int("IOLINKER_LOGIN_FAILURE_WINDOW", 300, minimum=1)
+
+# --- Outbound requests (workflows/outbound.py; README, "Outbound requests") ----
+# http and llm steps and completion callbacks connect only to public addresses;
+# these networks (CIDRs, e.g. 10.0.0.0/8 for an internal service) are allowed too.
+IOLINKER_OUTBOUND_ALLOW = env_networks("IOLINKER_OUTBOUND_ALLOW")
 
 # --- Workers (django-q2) ------------------------------------------------------
 # A run is killed after IOLINKER_RUN_TIMEOUT seconds; django-q2 redelivers an
@@ -280,5 +293,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
-    "loggers": {"django-q": {"level": env_str("QUEUE_LOG_LEVEL", "WARNING").upper()}},
+    "loggers": {
+        "django-q": {"level": env_str("QUEUE_LOG_LEVEL", "WARNING").upper()},
+        # httpx logs every request's full URL at INFO: a query string or user info
+        # may hold a secret (an API key from env). Warnings and errors only.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
 }

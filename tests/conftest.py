@@ -37,6 +37,18 @@ def _fresh_process_state(monkeypatch):
     run_watch_stop()  # its connection would keep the test database from being dropped
 
 
+@pytest.fixture
+def outbound_loopback(settings):
+    """Outbound requests may go to loopback (tests of unreachable local ports;
+    the test servers of tests/helpers.py allow their own address themselves)."""
+    import ipaddress
+
+    settings.IOLINKER_OUTBOUND_ALLOW = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+
+
 def needs_service(reason: str | None):
     """Skip for a missing PostgreSQL/Redis, but fail when CI requires them."""
     if reason is None:

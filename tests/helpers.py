@@ -1,6 +1,7 @@
 """Test helpers: the real queue drained in-process, real processes for end-to-end tests."""
 
 import contextlib
+import ipaddress
 import json
 import os
 import socket
@@ -101,6 +102,8 @@ class Platform:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         extra = {"IOLINKER_WORKERS": str(workers), "IOLINKER_QUEUE_NAME": f"test-{self.port}"}
+        # The platform's steps and callbacks call local test servers.
+        extra["IOLINKER_OUTBOUND_ALLOW"] = "127.0.0.1/32"
         extra.update(env or {})
         if redis_url:
             extra["REDIS_URL"] = redis_url
@@ -313,20 +316,34 @@ def raw_http(port: int, data: bytes, *, half_close: bool = False, timeout: float
 
 class LocalHttpServer:
     """A ThreadingHTTPServer on a free local port, served by a thread inside a
-    ``with`` block (the test servers below and in test files build on it)."""
+    ``with`` block (the test servers below and in test files build on it).
+    While it serves, the outbound address filter (workflows/outbound.py) allows
+    its address, and only that: by default loopback is refused."""
+
+    host = "127.0.0.1"
+    allow_outbound = True  # False: a server the filter must keep steps away from
 
     def serve(self, handler, path: str = "") -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+        self.server = ThreadingHTTPServer((self.host, 0), handler)
+        self.url = f"http://{self.host}:{self.server.server_address[1]}{path}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self):
+        from django.conf import settings
+        from django.test import override_settings
+
+        allowed = tuple(settings.IOLINKER_OUTBOUND_ALLOW)
+        if self.allow_outbound:
+            allowed += (ipaddress.ip_network(self.host),)
+        self._allow = override_settings(IOLINKER_OUTBOUND_ALLOW=allowed)
+        self._allow.enable()
         self.thread.start()
         return self
 
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+        self._allow.disable()
 
 
 class RecordingServer(LocalHttpServer):

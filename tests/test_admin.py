@@ -212,3 +212,17 @@ def test_publishing_the_debug_payload_is_a_switch_of_the_api_page(admin_client, 
     api.refresh_from_db()
     assert api.publish_example is True
     assert "ops@example.com" in admin_client.get("/v1/openapi.json").content.decode()
+
+
+@pytest.mark.parametrize("module", ["shop/x", "", "shop\n", "../etc", "shop x"])
+def test_an_api_with_an_invalid_stored_module_keeps_the_admin_pages_working(
+    admin_client, open_api, module
+):
+    # Written by SQL or an older version with names the form now refuses.
+    type(open_api).objects.filter(pk=open_api.pk).update(module=module)
+    listing = admin_client.get("/admin/triggers/apidefinition/")
+    assert listing.status_code == 200
+    assert "not a valid URL segment" in listing.content.decode()
+    page = admin_client.get(f"/admin/triggers/apidefinition/{open_api.pk}/change/")
+    assert page.status_code == 200
+    assert "not a valid URL segment" in page.content.decode()

@@ -171,7 +171,9 @@ def test_retries_back_off_exponentially_up_to_a_cap(settings):
     assert delays[6:] == [callbacks.MAX_DELAY_S] * 2
 
 
-def test_a_dead_target_records_failures_without_holding_up_other_runs(settings, settle):
+def test_a_dead_target_records_failures_without_holding_up_other_runs(
+    settings, settle, outbound_loopback
+):
     settings.IOLINKER_CALLBACK_RETRY_BASE = 0.2
     settings.IOLINKER_CALLBACK_MAX_ATTEMPTS = 2
     dead = callback_api(f"http://127.0.0.1:{free_port()}/gone", method="dead")

@@ -317,7 +317,7 @@ def test_http_step_can_continue_on_an_error_status():
     assert execution.output["status"] == 500
 
 
-def test_http_step_reports_an_unreachable_server():
+def test_http_step_reports_an_unreachable_server(outbound_loopback):
     execution = run([("call", "http", {"url": "http://127.0.0.1:9/", "timeout": 2})])
     assert execution.status == ExecutionStatus.FAILED
     assert "failed" in execution.error

@@ -43,15 +43,29 @@ def expire(key: str = "order-42") -> None:
 
 
 @pytest.mark.django_db
-def test_a_retry_with_the_same_key_gets_the_first_answer_and_starts_nothing(caller, open_api):
-    first = post(caller)
-    retry = post(caller)
+def test_a_retry_with_the_same_key_gets_the_first_answer_and_starts_nothing(caller, token_api):
+    secure = "/v1/api/shop/secure/async"
+    first = post(caller, path=secure, token=token_api.plain_token)
+    retry = post(caller, path=secure, token=token_api.plain_token)
     assert first.status_code == retry.status_code == 202
     assert retry.content == first.content and retry["Location"] == first["Location"]
     assert retry["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first
     assert Execution.objects.count() == 1 and queued_messages() == 1
     row = IdempotencyKey.objects.get()
-    assert (row.api, row.key, str(row.uid)) == (open_api, "order-42", uid_of(first))
+    assert (row.api, row.key, str(row.uid)) == (token_api, "order-42", uid_of(first))
+
+
+@pytest.mark.django_db
+def test_an_open_apis_replay_never_discloses_the_runs_read_key(caller, open_api):
+    first = post(caller)
+    assert "?key=" in first["Location"]
+    assert caller.get(first["Location"]).status_code == 200  # the first caller reads it
+    retry = post(caller)  # anyone who knows (or guesses) "order-42"
+    assert retry.status_code == 202 and retry["Idempotent-Replayed"] == "true"
+    assert uid_of(retry) == uid_of(first) and Execution.objects.count() == 1
+    assert "key=" not in retry["Location"]
+    assert retry["Location"] == first["Location"].split("?")[0]
+    assert caller.get(retry["Location"]).status_code == 404
 
 
 @pytest.mark.django_db
@@ -220,13 +234,16 @@ def test_concurrent_calls_with_one_key_and_different_requests_start_one_run(call
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_sync_call_replayed_answers_the_first_run(caller, echo_workflow):
+def test_a_sync_call_replayed_on_an_open_api_answers_only_the_first_runs_uid(caller, echo_workflow):
     sync_api(echo_workflow)
     with worker():
         first = post(caller, path="/v1/api/shop/order/sync")
         retry = post(caller, path="/v1/api/shop/order/sync")
-    assert first.status_code == retry.status_code == 200
-    assert retry.json() == first.json() and retry["Idempotent-Replayed"] == "true"
+    assert first.status_code == 200
+    # An open API's replay gives neither the result nor the read key (see above).
+    assert retry.status_code == 202 and retry["Idempotent-Replayed"] == "true"
+    assert retry.json() == {"response": {"uid": first.json()["response"]["uid"]}}
+    assert "key=" not in retry["Location"]
     # The key is the API's, whichever endpoint: /async replays the same run.
     via_async = post(caller)
     assert via_async.status_code == 202 and via_async["Idempotent-Replayed"] == "true"

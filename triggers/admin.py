@@ -67,6 +67,15 @@ class ApiDefinitionForm(forms.ModelForm):
         return data
 
 
+INVALID_NAMES = "— (the module or method is not a valid URL segment: correct it and save)"
+
+
+def _url_html(api: ApiDefinition):
+    if api.url is None:
+        return INVALID_NAMES
+    return format_html("<code>{}</code> {}", api.url, copy_button(api.url, "Copy URL"))
+
+
 @admin.register(ApiDefinition)
 class ApiDefinitionAdmin(admin.ModelAdmin):
     form = ApiDefinitionForm
@@ -140,7 +149,7 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
 
     @admin.display(description="URL")
     def url_with_copy(self, obj: ApiDefinition):
-        return format_html("<code>{}</code> {}", obj.url, copy_button(obj.url, "Copy URL"))
+        return _url_html(obj)
 
     @admin.display(description="last call")
     def last_call(self, obj: ApiDefinition):
@@ -243,6 +252,8 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
     def curl_example(self, obj: ApiDefinition):
         if not obj.pk:
             return "Save the API first."
+        if obj.url is None:
+            return INVALID_NAMES
         command = api_curl_example(obj)
         return format_html(
             '<pre class="iol-curl">{}</pre>{}', command, copy_button(command, "Copy curl")
@@ -257,7 +268,7 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
     def full_url(self, obj: ApiDefinition):
         if not obj.pk:
             return "—"
-        return format_html("<code>{}</code> {}", obj.url, copy_button(obj.url, "Copy URL"))
+        return _url_html(obj)
 
     @admin.display(description="Secret")
     def secret_state(self, obj: ApiDefinition):

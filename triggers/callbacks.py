@@ -48,6 +48,7 @@ from django.utils import timezone
 
 from triggers.models import ApiDefinition, CallbackAttempt, CallbackDelivery, CallbackStatus
 from workflows.models import Execution
+from workflows.outbound import OutboundRefused, outbound_client
 from workflows.selectors import execution_status
 
 logger = logging.getLogger(__name__)
@@ -256,10 +257,12 @@ def _post(url: str, body: bytes, *, msg_id: str, secret: str) -> tuple[int | Non
     deadline = time.monotonic() + timeout
     try:
         with (
-            httpx.Client(timeout=timeout, follow_redirects=False) as client,
+            outbound_client(timeout=timeout, follow_redirects=False) as client,
             client.stream("POST", url, content=body, headers=headers) as response,
         ):
             answer = _read_limited(response, deadline)
+    except OutboundRefused as exc:
+        return None, f"Refused: {exc}"[:1000]
     except httpx.TimeoutException:
         return None, f"Timed out after {timeout} s"
     except (httpx.HTTPError, _TooSlow) as exc:

@@ -1,4 +1,5 @@
 import ipaddress
+import re
 from functools import cached_property
 
 from django.conf import settings
@@ -14,6 +15,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 name_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
     "Letters, digits, '-' and '_' (up to 64, starting with a letter or digit): "
@@ -151,12 +153,24 @@ class ApiDefinition(models.Model):
         return f"{self.module}/{self.method}"
 
     @property
-    def path(self) -> str:
+    def names_valid(self) -> bool:
+        """Module and method make URL segments (a row written by SQL or an old
+        version may hold others: pages must still show it, to be corrected)."""
+        return all(_NAME.fullmatch(name or "") for name in (self.module, self.method))
+
+    @property
+    def path(self) -> str | None:
+        """The trigger's path; None when module or method is not a valid name."""
+        if not self.names_valid:
+            return None
         return reverse("trigger-async", kwargs={"module": self.module, "method": self.method})
 
     @property
-    def url(self) -> str:
-        return (settings.IOLINKER_BASE_URL or "http://localhost:8000") + self.path
+    def url(self) -> str | None:
+        path = self.path
+        return (
+            None if path is None else (settings.IOLINKER_BASE_URL or "http://localhost:8000") + path
+        )
 
     @cached_property
     def allowed_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -8,7 +8,15 @@
 * the throttle on wrong credentials, per (API, address): after
   IOLINKER_AUTH_FAILURE_LIMIT failures within IOLINKER_AUTH_FAILURE_WINDOW
   seconds, that address's calls of that API answer 429 until the window passes,
-  before any credential is checked (so no slow password hash runs for them).
+  before any credential is checked (so no slow password hash runs for them);
+* the API's failure budget, all addresses together: past
+  IOLINKER_AUTH_FAILURE_API_LIMIT failures within the window, no password hash
+  runs for that API (a credential verified recently still passes, a right token
+  always does; see ``auth_refuse_if_throttled``);
+* the admin login's throttle, per address and per username, before the password
+  hash (``login_refuse_if_throttled``, ``login_failed``).
+
+IPv6 callers are counted per /64 (one host usually holds a whole /64).
 
 Counters live in the ``limits`` library's storage: Redis when REDIS_URL is set
 (shared by every web process), else this process's memory (each web process then
@@ -21,6 +29,7 @@ when that address fails here (or, for a password, before its slow hash runs);
 until then another process's block does not stop a right credential from it.
 """
 
+import hashlib
 import ipaddress
 import math
 import os
@@ -107,7 +116,7 @@ def auth_refuse_if_blocked(*, api: ApiDefinition, client_ip: str) -> None:
     is blocked for this API. No storage round trip."""
     if not _Blocked.until:
         return
-    key = (api.pk, client_ip)
+    key = (api.pk, counted_address(client_ip))
     until = _Blocked.until.get(key)
     if until is None:
         return
@@ -118,13 +127,28 @@ def auth_refuse_if_blocked(*, api: ApiDefinition, client_ip: str) -> None:
 
 def auth_refuse_if_throttled(*, api: ApiDefinition, client_ip: str) -> None:
     """Before a slow check (a password hash): 429 if the shared counter says the
-    address already failed too often, so a refused attempt costs no hash."""
+    address already failed too often, or the API's failure budget (all addresses)
+    is spent, so a refused attempt costs no hash. While the budget is spent every
+    such attempt counts as a failure of its address: the per-address limit still
+    bounds what each address may try."""
     _failures(api, client_ip, count=False)
+    item = _api_failure_item()
+    if item is None:
+        return
+    reset = _over(item, (str(api.pk), "*"), count=False)
+    if reset is not None:
+        _failures(api, client_ip, count=True)
+        raise _too_many(_API_BUDGET_MESSAGE, reset)
 
 
 def auth_failed(*, api: ApiDefinition, client_ip: str) -> None:
-    """Count a wrong credential; 429 (and the address blocked here) past the limit."""
+    """Count a wrong credential (for its address and the API's budget); 429 (and
+    the address blocked here) past the address's limit or the API's budget."""
+    item = _api_failure_item()
+    reset = None if item is None else _over(item, (str(api.pk), "*"), count=True)
     _failures(api, client_ip, count=True)
+    if reset is not None:
+        raise _too_many(_API_BUDGET_MESSAGE, reset)
 
 
 def _failures(api: ApiDefinition, client_ip: str, *, count: bool) -> None:
@@ -133,24 +157,72 @@ def _failures(api: ApiDefinition, client_ip: str, *, count: bool) -> None:
     item = _failure_item()
     if item is None:
         return
-    limiter, ids = _Limits.get().moving, (str(api.pk), client_ip)
+    reset = _over(item, (str(api.pk), counted_address(client_ip)), count=count)
+    if reset is not None:
+        raise _block(api, client_ip, reset)
+
+
+def _over(item: RateLimitItem, ids: tuple[str, ...], *, count: bool) -> float | None:
+    """None while ``ids`` is within ``item`` (``count``: one more hit), else when
+    its window frees a place (epoch seconds). 503 if the storage is down."""
+    limiter = _Limits.get().moving
     try:
         if (limiter.hit if count else limiter.test)(item, *ids):
-            return
-        reset = limiter.get_window_stats(item, *ids).reset_time
+            return None
+        return limiter.get_window_stats(item, *ids).reset_time
     except StorageError as exc:
         raise _unavailable(exc) from None
-    raise _block(api, client_ip, reset)
 
 
 _BLOCKED_MESSAGE = "Too many failed attempts from your address"
+_API_BUDGET_MESSAGE = "Too many failed attempts on this API"
 
 
 def _block(api: ApiDefinition, client_ip: str, reset: float) -> ApiError:
     if len(_Blocked.until) >= _Blocked.max_entries:
         _Blocked.until = {}
-    _Blocked.until[(api.pk, client_ip)] = reset
+    _Blocked.until[(api.pk, counted_address(client_ip))] = reset
     return _too_many(_BLOCKED_MESSAGE, reset)
+
+
+# The admin login ------------------------------------------------------------------
+
+
+def login_refuse_if_throttled(*, username: str, client_ip: str) -> None:
+    """Before the admin login checks a password: 429 (ApiError) if this address
+    or this username failed too often within the window; 503 if the storage is
+    down (fail closed)."""
+    item = _login_item()
+    if item is None:
+        return
+    for ids in _login_ids(username, client_ip):
+        reset = _over(item, ids, count=False)
+        if reset is not None:
+            raise _too_many("Too many failed logins: try again later", reset)
+
+
+def login_failed(*, username: str, client_ip: str) -> None:
+    """Count a failed admin login for its address and its username."""
+    item = _login_item()
+    if item is None:
+        return
+    for ids in _login_ids(username, client_ip):
+        _over(item, ids, count=True)
+
+
+def _login_ids(username: str, client_ip: str) -> list[tuple[str, str]]:
+    # Usernames are case-insensitive here (a guesser may vary the case), hashed
+    # so that any text makes a short storage key.
+    name = hashlib.sha256(username.strip().casefold().encode()).hexdigest()[:32]
+    return [("address", counted_address(client_ip)), ("user", name)]
+
+
+def counted_address(client_ip: str) -> str:
+    """The unit the throttles count: an IPv4 address, or an IPv6 address's /64."""
+    address = _parse_ip(client_ip)
+    if address is None or address.version == 4:
+        return client_ip if address is None else str(address)
+    return str(ipaddress.ip_network(f"{address}/64", strict=False))
 
 
 def _too_many(message: str, reset: float) -> ApiError:
@@ -176,8 +248,22 @@ def _failure_item() -> RateLimitItem | None:
 
 
 @lru_cache(maxsize=8)
-def _failure_item_for(limit: int, window: int) -> RateLimitItem:
-    return PerSecond(limit, multiples=window, namespace="iolinker-authfail")
+def _failure_item_for(limit: int, window: int, namespace: str = "iolinker-authfail"):
+    return PerSecond(limit, multiples=window, namespace=namespace)
+
+
+def _api_failure_item() -> RateLimitItem | None:
+    limit = settings.IOLINKER_AUTH_FAILURE_API_LIMIT
+    if not limit or not settings.IOLINKER_AUTH_FAILURE_LIMIT:
+        return None
+    return _failure_item_for(limit, settings.IOLINKER_AUTH_FAILURE_WINDOW, "iolinker-apifail")
+
+
+def _login_item() -> RateLimitItem | None:
+    limit = settings.IOLINKER_LOGIN_FAILURE_LIMIT
+    if not limit:
+        return None
+    return _failure_item_for(limit, settings.IOLINKER_LOGIN_FAILURE_WINDOW, "iolinker-login")
 
 
 class _Limits:

@@ -51,6 +51,10 @@ def trigger_sync(request, module: str, method: str):
     if not api.sync_enabled:
         raise ApiError(errors.NOT_FOUND, f"API {api} does not answer /sync (only /async)")
     accepted = _accept(request, module, method)
+    if accepted.replayed and api.auth_mode == AuthMode.NONE:
+        # Knowing an open API's Idempotency-Key proves nothing: no result, no read key.
+        headers = dict(accepted_headers(module, method, accepted))
+        return responses.ok({"uid": str(accepted.uid)}, status=202, headers=headers)
     execution = _WAITERS.wait_final(accepted.uid, api.sync_timeout, otherwise=None)
     if execution is None or not execution.is_final:  # (None: deleted meanwhile, or no slot)
         headers = dict(accepted_headers(module, method, accepted))
@@ -103,18 +107,22 @@ REPLAYED_HEADER = ("Idempotent-Replayed", "true")
 
 
 def accepted_headers(module: str, method: str, accepted: Accepted) -> list[tuple[str, str]]:
-    """The headers of a 202: Location, and Idempotent-Replayed on a replay."""
-    headers = [("Location", location(module, method, str(accepted.uid)))]
+    """The headers of a 202: Location, and Idempotent-Replayed on a replay. A
+    replay's Location has no read key: on an API without authentication, whoever
+    knows (or guesses) an Idempotency-Key would otherwise read that run (the
+    first answer's Location has it; README, "Idempotency keys")."""
+    url = location(module, method, str(accepted.uid), read_key=not accepted.replayed)
+    headers = [("Location", url)]
     if accepted.replayed:
         headers.append(REPLAYED_HEADER)
     return headers
 
 
-def location(module: str, method: str, uid: str) -> str:
+def location(module: str, method: str, uid: str, *, read_key: bool = True) -> str:
     """The status URL of a run (the 202's Location header); for an API without
-    authentication it carries the run's read key."""
+    authentication it carries the run's read key (unless ``read_key`` is false)."""
     url = _status_url_prefix(get_script_prefix(), module, method) + uid
-    if api_get(module=module, method=method).auth_mode == AuthMode.NONE:  # cached
+    if read_key and api_get(module=module, method=method).auth_mode == AuthMode.NONE:
         url += "?key=" + run_read_key(uid)
     return url
 

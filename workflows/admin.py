@@ -7,6 +7,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.options import ShowFacets
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
@@ -24,7 +25,9 @@ from triggers.admin import CallbackDeliveryInline
 from workflows import lifecycle
 from workflows.credentials import credential_set_secret
 from workflows.definition import (
+    CodeStepRefused,
     DefinitionError,
+    code_step_guard,
     definition_from_workflow,
     sequence_errors,
     workflow_clone,
@@ -46,26 +49,16 @@ from workflows.models import (
 from workflows.selectors import runs_by_parent
 from workflows.services import WorkflowDisabled, workflow_run
 
-# A code step runs Python on the workers: adding or changing one needs this
-# permission on top of changing the workflow (superusers have it).
-CODE_STEP_PERMISSION = "workflows.change_code_step"
-CODE_STEP_REFUSED = (
-    "Adding or changing a code step (%s) needs the permission "
-    "“Can add or change code steps”: ask an administrator."
-)
-
 
 class StepFormSet(BaseInlineFormSet):
     """Checks what one step's form cannot: keys unique, jumps forward to a step,
     and code steps only from users who may edit them."""
 
-    # Set per request by StepInline.get_formset.
-    can_edit_code = True
+    # Set per request by StepInline.get_formset: whose permissions apply.
+    user = None
 
     def clean(self):
         super().clean()
-        if not self.can_edit_code and self._code_steps_touched():
-            raise ValidationError(CODE_STEP_REFUSED % ", ".join(self._code_steps_touched()))
         rows = []
         for form in self.forms:
             data = getattr(form, "cleaned_data", None)
@@ -75,6 +68,11 @@ class StepFormSet(BaseInlineFormSet):
             spec.update({name: data.get(name) for name in SPEC_OPTIONS})
             rows.append((data.get("position") or 0, spec))
         rows.sort(key=lambda row: row[0])
+        before = definition_from_workflow(self.instance)["steps"] if self.instance.pk else []
+        try:
+            code_step_guard(steps=[spec for _, spec in rows], before=before, user=self.user)
+        except CodeStepRefused as exc:
+            raise ValidationError(str(exc)) from None
         problems = [
             p
             for p in sequence_errors([spec for _, spec in rows], where="steps")
@@ -82,24 +80,6 @@ class StepFormSet(BaseInlineFormSet):
         ]
         if problems:
             raise ValidationError(problems)
-
-    def _code_steps_touched(self) -> list[str]:
-        """Keys of the code steps this submission adds, or whose code or type it
-        changes (a code step deleted, moved or retuned is not counted)."""
-        keys = []
-        for form in self.forms:
-            data = getattr(form, "cleaned_data", None) or {}
-            if data.get("DELETE") or "code" not in (data.get("type"), form.initial.get("type")):
-                continue
-            if form.instance.pk is None:
-                if form.has_changed():  # an empty extra form is no step
-                    keys.append(data.get("key") or "new")
-            elif (data.get("type"), data.get("config")) != (
-                form.initial.get("type"),
-                form.initial.get("config"),
-            ):
-                keys.append(form.initial.get("key"))
-        return keys
 
 
 class StepInline(admin.StackedInline):
@@ -116,7 +96,7 @@ class StepInline(admin.StackedInline):
 
     def get_formset(self, request, obj=None, **kwargs):
         formset = super().get_formset(request, obj, **kwargs)  # a new class per request
-        formset.can_edit_code = request.user.has_perm(CODE_STEP_PERMISSION)
+        formset.user = request.user
         return formset
 
 
@@ -231,23 +211,23 @@ class WorkflowAdmin(admin.ModelAdmin):
 
     @admin.action(description="Clone selected workflows", permissions=["add"])
     def clone_selected(self, request, queryset):
-        if (
-            not request.user.has_perm(CODE_STEP_PERMISSION)
-            and Step.objects.filter(workflow__in=queryset, type="code").exists()
-        ):
+        cloned = []
+        try:
+            with transaction.atomic():  # all or none
+                for workflow in queryset:
+                    name = f"{workflow.name} (copy)"
+                    number = 2
+                    while Workflow.objects.filter(name=name).exists():
+                        name, number = f"{workflow.name} (copy {number})", number + 1
+                    workflow_clone(workflow=workflow, name=name, user=request.user)
+                    cloned.append((workflow.name, name))
+        except CodeStepRefused as exc:
             self.message_user(
-                request,
-                "Cloning copies code steps, which needs the permission to edit code steps.",
-                messages.ERROR,
+                request, f"Nothing cloned: cloning copies code steps. {exc}", messages.ERROR
             )
             return
-        for workflow in queryset:
-            name = f"{workflow.name} (copy)"
-            number = 2
-            while Workflow.objects.filter(name=name).exists():
-                name, number = f"{workflow.name} (copy {number})", number + 1
-            workflow_clone(workflow=workflow, name=name)
-            self.message_user(request, f"Cloned {workflow.name!r} as {name!r}.", messages.SUCCESS)
+        for original, name in cloned:
+            self.message_user(request, f"Cloned {original!r} as {name!r}.", messages.SUCCESS)
 
     @admin.action(description="Export selected workflows (JSON)")
     def export_selected(self, request, queryset):
@@ -278,14 +258,17 @@ class WorkflowAdmin(admin.ModelAdmin):
             try:
                 document = json.loads(form.cleaned_data["file"].read())
                 documents = document if isinstance(document, list) else [document]
-                if not request.user.has_perm(CODE_STEP_PERMISSION) and _code_steps(documents):
-                    raise ValueError(CODE_STEP_REFUSED % ", ".join(_code_steps(documents)))
-                for doc in documents:
-                    workflow = workflow_import(
-                        document=doc,
-                        name=form.cleaned_data["name"] or None,
-                        replace=form.cleaned_data["replace"],
-                    )
+                with transaction.atomic():  # all or none
+                    imported = [
+                        workflow_import(
+                            document=doc,
+                            name=form.cleaned_data["name"] or None,
+                            replace=form.cleaned_data["replace"],
+                            user=request.user,
+                        )
+                        for doc in documents
+                    ]
+                for workflow in imported:
                     self.message_user(request, f"Imported {workflow.name!r}.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:workflows_workflow_changelist"))
             except (ValueError, DefinitionError) as exc:
@@ -341,17 +324,6 @@ class WorkflowAdmin(admin.ModelAdmin):
         for workflow in workflows:
             workflow.run_stats = stats.get(workflow.pk, {})
         return changelist
-
-
-def _code_steps(documents: list) -> list[str]:
-    """Keys of the code steps in workflow documents (as imported)."""
-    return [
-        str(step.get("key"))
-        for doc in documents
-        if isinstance(doc, dict) and isinstance(doc.get("steps"), list)
-        for step in doc["steps"]
-        if isinstance(step, dict) and step.get("type") == "code"
-    ]
 
 
 class ReadOnlyMixin:

@@ -10,6 +10,11 @@ defaults above. Steps run in list order. ``next`` (after the step succeeds),
 ``error_next`` (``on_error: "branch"``) and a condition's targets name a *later*
 step of the same list, or ``"end"``: jumps only go forward, so every run ends.
 Steps of a loop are a list of the same shape inside its config.
+
+It also owns the one rule about ``code`` steps (they run Python on the workers):
+``code_step_guard`` walks every nested sequence of a definition, and every path
+that saves one (admin page, import page and command, clone, ``workflow_create``)
+calls it.
 """
 
 from dataclasses import dataclass
@@ -136,6 +141,65 @@ def _target_errors(at: str, field: str, target: str, index: int, seen: dict) -> 
     return []
 
 
+# --- Who may add or change code steps -----------------------------------------
+
+# Adding or changing a code step needs this permission on top of changing the
+# workflow (superusers have it).
+CODE_STEP_PERMISSION = "workflows.change_code_step"
+CODE_STEP_REFUSED = (
+    "Adding or changing a code step (%s) needs the permission "
+    "“Can add or change code steps”: ask an administrator."
+)
+
+
+def _steps_by_path(step_dicts, prefix: str = "") -> dict[str, tuple]:
+    """Every step of a definition, nested ones included (a loop's body, any step
+    type's ``sequences``), by its path of keys ("each.calc"): (type, config).
+    Tolerates unvalidated input (it only reads what is there)."""
+    found: dict[str, tuple] = {}
+    if not isinstance(step_dicts, list | tuple):
+        return found
+    for step in step_dicts:
+        if not isinstance(step, dict):
+            continue
+        path = f"{prefix}{step.get('key')}"
+        config = step.get("config")
+        found[path] = (step.get("type"), config)
+        step_type = step_library.REGISTRY.get(step.get("type"))
+        if step_type is None or not isinstance(config, dict):
+            continue
+        try:
+            nested = step_type.sequences(config)
+        except (KeyError, TypeError, AttributeError):
+            continue
+        for sequence in nested:
+            found.update(_steps_by_path(sequence, prefix=f"{path}."))
+    return found
+
+
+def code_steps_changed(*, steps, before=()) -> list[str]:
+    """Paths of the code steps ``steps`` adds or changes against ``before`` (the
+    steps as stored, or nothing for a new workflow), at any depth: a step that is
+    or was ``code`` whose type or config differs. Deleting one is not a change."""
+    old, new = _steps_by_path(list(before)), _steps_by_path(steps)
+    return [
+        path
+        for path, (kind, config) in new.items()
+        if "code" in (kind, old.get(path, (None,))[0]) and old.get(path) != (kind, config)
+    ]
+
+
+def code_step_guard(*, steps, before=(), user) -> None:
+    """Raise CodeStepRefused when ``user`` may not make these code-step changes.
+    ``user=None`` is a trusted caller without a user (a management command run
+    by an operator, code): every admin path passes the request's user."""
+    if user is None or user.has_perm(CODE_STEP_PERMISSION):
+        return
+    changed = code_steps_changed(steps=steps, before=before)
+    if changed:
+        raise CodeStepRefused(CODE_STEP_REFUSED % ", ".join(changed))
+
+
 # --- Versions, export, import, clone -----------------------------------------
 
 EXPORT_FORMAT = "iolinker.workflow"
@@ -182,10 +246,16 @@ class DefinitionError(ValueError):
     """An export document that cannot be imported; the message says why."""
 
 
-def workflow_import(*, document: dict, name: str | None = None, replace: bool = False):
+class CodeStepRefused(DefinitionError):
+    """A user without CODE_STEP_PERMISSION tried to add or change code steps."""
+
+
+def workflow_import(*, document: dict, name: str | None = None, replace: bool = False, user=None):
     """Create a workflow from an export document (or, with ``replace``, give the
     workflow of that name these settings and steps: a new version). Everything is
-    validated first; nothing is written when anything is wrong."""
+    validated first; nothing is written when anything is wrong. ``user`` (the
+    admin's request user; None for a trusted operator) must hold the code-step
+    permission for the code steps this adds or changes (code_step_guard)."""
     from django.db import transaction
 
     from workflows.models import Step, Workflow
@@ -209,6 +279,8 @@ def workflow_import(*, document: dict, name: str | None = None, replace: bool = 
             raise DefinitionError(
                 f"a workflow named {name!r} exists (replace it, or give a new name)"
             )
+        before = definition_from_workflow(workflow)["steps"] if workflow is not None else []
+        code_step_guard(steps=definition["steps"], before=before, user=user)
         if workflow is None:
             workflow = Workflow(name=name)
         workflow.description = str(document.get("description", ""))
@@ -233,7 +305,8 @@ def _step_fields(step: dict) -> dict:
     return fields
 
 
-def workflow_clone(*, workflow, name: str):
+def workflow_clone(*, workflow, name: str, user=None):
     """A copy of the workflow (its current definition) under a new name, disabled
-    APIs not included: nothing triggers the copy until an API is bound to it."""
-    return workflow_import(document=workflow_export(workflow=workflow), name=name)
+    APIs not included: nothing triggers the copy until an API is bound to it.
+    Copies code steps only for a ``user`` who may add them (None: trusted)."""
+    return workflow_import(document=workflow_export(workflow=workflow), name=name, user=user)

@@ -20,7 +20,12 @@ from iolinker import errors
 from iolinker.errors import ApiError
 from triggers.callbacks import callbacks_schedule
 from workflows import engine
-from workflows.definition import definition_errors, definition_from_workflow, workflow_version_save
+from workflows.definition import (
+    code_step_guard,
+    definition_errors,
+    definition_from_workflow,
+    workflow_version_save,
+)
 from workflows.ids import UidUnavailable, next_uid
 from workflows.intake import GroupCommit
 from workflows.models import (
@@ -118,10 +123,12 @@ def workflow_create(
     description: str = "",
     variables: dict | None = None,
     timeout_seconds: int | None = None,
+    user=None,
 ) -> Workflow:
     """A workflow with its steps in order, each a (key, type, config) tuple or a
     step of the definition format (workflows/definition.py); all validated, and
-    saved as version 1."""
+    saved as version 1. Code steps (at any depth) only for a ``user`` who may add
+    them (``code_step_guard``; None: a trusted caller)."""
     with transaction.atomic():
         workflow = Workflow.objects.create(
             name=name,
@@ -135,7 +142,9 @@ def workflow_create(
             step = Step(workflow=workflow, position=position, **spec)
             step.full_clean()
             step.save()
-        problems = definition_errors(definition_from_workflow(workflow))
+        definition = definition_from_workflow(workflow)
+        code_step_guard(steps=definition["steps"], user=user)
+        problems = definition_errors(definition)
         if problems:
             raise ValidationError(problems)
         workflow_version_save(workflow=workflow)

@@ -45,7 +45,8 @@ class StepContext:
 
     def render(self, value):
         try:
-            return templating.render(value, self.data)
+            with templating.deadline(self.deadline):  # the step's timeout holds while rendering
+                return templating.render(value, self.data)
         except templating.ExpressionError as exc:
             raise StepError(str(exc)) from exc
 

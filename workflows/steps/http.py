@@ -4,6 +4,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from workflows.outbound import OutboundRefused, outbound_client
 from workflows.steps.base import StepError, StepType, register
 
 DEFAULT_TIMEOUT_S = 10
@@ -60,10 +61,12 @@ class Http(StepType):
         timeout = ctx.time_left(resolved.get("timeout", DEFAULT_TIMEOUT_S))
         try:
             with (
-                httpx.Client(timeout=timeout, follow_redirects=True) as client,
+                outbound_client(timeout=timeout, follow_redirects=True) as client,
                 client.stream(method, url, **kwargs) as response,
             ):
                 content = _read_limited(response, deadline=time.monotonic() + timeout)
+        except OutboundRefused as exc:
+            raise StepError(f"HTTP {method} {shown} refused: {exc}") from None
         except httpx.TimeoutException:
             raise StepError(f"HTTP {method} {shown} timed out after {timeout:.3g} s") from None
         except httpx.HTTPError as exc:

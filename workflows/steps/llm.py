@@ -2,6 +2,7 @@ import json
 
 import httpx
 
+from workflows.outbound import OutboundRefused, outbound_client
 from workflows.steps.base import StepError, StepType, register
 from workflows.steps.http import shown_url
 
@@ -73,7 +74,10 @@ class Llm(StepType):
         timeout = ctx.time_left(resolved.get("timeout", DEFAULT_TIMEOUT_S))
         headers = {"Authorization": f"Bearer {credential.secret}"} if credential.secret else {}
         try:
-            response = httpx.post(url, json=body, headers=headers, timeout=timeout)
+            with outbound_client(timeout=timeout, follow_redirects=False) as client:
+                response = client.post(url, json=body, headers=headers)
+        except OutboundRefused as exc:
+            raise StepError(f"LLM endpoint {shown_url(url)} refused: {exc}") from None
         except httpx.TimeoutException:
             raise StepError(
                 f"LLM endpoint {shown_url(url)} timed out after {timeout:g} s"

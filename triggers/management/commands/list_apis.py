@@ -18,7 +18,15 @@ class Command(BaseCommand):
                 state = "disabled(workflow)"
             if not api.has_secret:
                 state += ",no-secret"
-            rows.append((state, api.http_method, api.auth_mode, api.url, api.workflow.name))
+            rows.append(
+                (
+                    state,
+                    api.http_method,
+                    api.auth_mode,
+                    api.url or f"(invalid name {api.module!r}/{api.method!r})",
+                    api.workflow.name,
+                )
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             self.stdout.write(

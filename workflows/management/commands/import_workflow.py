@@ -16,8 +16,20 @@ class Command(BaseCommand):
             action="store_true",
             help="Replace the workflow of that name (its steps become a new version)",
         )
+        parser.add_argument(
+            "--user",
+            help="Import with this admin user's permissions (code steps need "
+            "'Can add or change code steps'); without it, as the trusted operator",
+        )
 
-    def handle(self, *args, file, name, replace, **options):
+    def handle(self, *args, file, name, replace, user, **options):
+        if user is not None:
+            from django.contrib.auth import get_user_model
+
+            found = get_user_model()._default_manager.filter(username=user).first()
+            if found is None or not found.is_active:
+                raise CommandError(f"No active user {user!r}")
+            user = found
         try:
             if file == "-":
                 import sys
@@ -29,7 +41,7 @@ class Command(BaseCommand):
         except (OSError, ValueError) as exc:
             raise CommandError(f"Cannot read {file}: {exc}") from None
         try:
-            workflow = workflow_import(document=document, name=name, replace=replace)
+            workflow = workflow_import(document=document, name=name, replace=replace, user=user)
         except DefinitionError as exc:
             raise CommandError(str(exc)) from None
         version = workflow.versions.order_by("-number").first()
