@@ -22,6 +22,7 @@ from django.utils.text import slugify
 from iolinker.admin_utils import ADMIN_MEDIA, pretty_json, status_badge
 from triggers.admin import CallbackDeliveryInline
 from workflows import lifecycle
+from workflows import steps as step_library
 from workflows.credentials import credential_set_secret
 from workflows.definition import (
     DefinitionError,
@@ -84,12 +85,16 @@ class StepFormSet(BaseInlineFormSet):
             raise ValidationError(problems)
 
     def _code_steps_touched(self) -> list[str]:
-        """Keys of the code steps this submission adds, or whose code or type it
-        changes (a code step deleted, moved or retuned is not counted)."""
+        """Keys of the code steps this submission adds, or whose config or type it
+        changes (a code step deleted, moved or retuned is not counted); a step
+        holding code steps (a loop's body) counts as one."""
         keys = []
         for form in self.forms:
             data = getattr(form, "cleaned_data", None) or {}
-            if data.get("DELETE") or "code" not in (data.get("type"), form.initial.get("type")):
+            if data.get("DELETE") or not (
+                _holds_code(data.get("type"), data.get("config"))
+                or _holds_code(form.initial.get("type"), form.initial.get("config"))
+            ):
                 continue
             if form.instance.pk is None:
                 if form.has_changed():  # an empty extra form is no step
@@ -344,14 +349,30 @@ class WorkflowAdmin(admin.ModelAdmin):
 
 
 def _code_steps(documents: list) -> list[str]:
-    """Keys of the code steps in workflow documents (as imported)."""
+    """Keys of the steps in workflow documents (as imported) that are or hold code steps."""
     return [
         str(step.get("key"))
         for doc in documents
         if isinstance(doc, dict) and isinstance(doc.get("steps"), list)
         for step in doc["steps"]
-        if isinstance(step, dict) and step.get("type") == "code"
+        if isinstance(step, dict) and _holds_code(step.get("type"), step.get("config"))
     ]
+
+
+def _holds_code(step_type, config) -> bool:
+    """A code step, or a step whose body (a loop's steps) holds one, at any depth."""
+    if step_type == "code":
+        return True
+    try:
+        sequences = step_library.get(step_type).sequences(config)
+    except Exception:  # noqa: BLE001 - an unknown type or a malformed config holds no body
+        return False
+    return any(
+        isinstance(step, dict) and _holds_code(step.get("type"), step.get("config"))
+        for sequence in sequences
+        if isinstance(sequence, list)
+        for step in sequence
+    )
 
 
 class ReadOnlyMixin:
