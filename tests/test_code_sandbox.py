@@ -7,6 +7,7 @@ here lives under /root, which that uid cannot read: issue 19.1 shows up here).
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -450,6 +451,59 @@ def test_without_namespaces_code_steps_fail_clearly_unless_unisolated_is_set(uni
             "The code sandbox cannot isolate code steps on this machine"
         )
         assert "IOLINKER_CODE_SANDBOX=unisolated" in answer["error"]
+
+
+USERNS_PROBE = (
+    SANDBOX_ESCAPE + "import datetime, errno\n"
+    "S = sys.modules['socket']\n"
+    "try:\n"
+    "    S.create_connection(('127.0.0.1', data['port']), timeout=2).close()\n"
+    "    net = 'connected'\n"
+    "except OSError as exc:\n"
+    "    net = errno.errorcode[exc.errno]\n"
+    "return {'uid': os.getuid(), 'net': net, 'run': os.listdir('/run'),\n"
+    "        'tmp': os.statvfs('/tmp').f_blocks * os.statvfs('/tmp').f_frsize,\n"
+    "        'date': str(datetime.date(2026, 1, 2))}"
+)
+
+
+@pytest.mark.slow
+@as_root
+def test_a_non_root_worker_isolates_its_sandboxes_with_user_namespaces():
+    # The workers' Python here is under /root, unreadable for another user: the
+    # fork server (standard library only) runs on the system's Python as `nobody`.
+    python = "/usr/bin/python3"
+    if not Path(python).exists() or not shutil.which("setpriv"):
+        pytest.skip("needs /usr/bin/python3 and setpriv to run a fork server as nobody")
+    listener = socket.create_server(("127.0.0.1", 0))
+    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    config = json.dumps({"tmp_bytes": 16 << 20, "unisolated": False})
+    proc = subprocess.Popen(
+        [*drop, python, "-I", "-S", _ZYGOTE, config],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={},
+        cwd="/",
+    )
+    try:
+        request = _request(USERNS_PROBE)
+        request["data"] = {"port": listener.getsockname()[1]}
+        _zygote.write_frame(proc.stdin, request)
+        answer = _zygote.read_frame(proc.stdout)
+    finally:
+        proc.kill()
+        proc.wait()
+        listener.close()
+    if answer and "cannot isolate" in answer.get("error", ""):
+        pytest.skip(f"no unprivileged user namespaces here: {answer['error']}")
+    assert answer["ok"], answer
+    assert answer["output"] == {
+        "uid": 65534,
+        "net": "ENETUNREACH",
+        "run": [],
+        "tmp": 16 << 20,
+        "date": "2026-01-02",
+    }
 
 
 # --- what callers see of a failure ---------------------------------------------
