@@ -304,6 +304,12 @@ class Zygote:
                 "error": f"Code step process ended without a result ({_describe(self.status)})",
             }
         self.session.served += 1
+        if self.jail.mode == "none":
+            note = (
+                "note: this code step ran without isolation "
+                f"(IOLINKER_CODE_SANDBOX=unisolated): {self.jail.problem}\n"
+            )
+            answer["logs"] = note + answer.get("logs", "")
         cpu = answer.pop("cpu", 0)
         if key is None or self.session.served >= SESSION_MAX_REQUESTS or cpu > SESSION_CPU_SECONDS:
             self.retire()
