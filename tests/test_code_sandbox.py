@@ -266,6 +266,24 @@ def test_each_run_of_a_session_starts_with_empty_tmp_dirs():
         )
 
 
+def test_a_code_step_cannot_make_namespaces_mount_trace_or_signal():
+    code = (
+        SANDBOX_ESCAPE + "ct = sys.modules['ctypes']\n"
+        "libc = ct.CDLL(None, use_errno=True)\n"
+        "def errno_of(result):\n"
+        "    return ct.get_errno() if result != 0 else 'allowed'\n"
+        "return {\n"
+        "    'user namespace': errno_of(libc.unshare(0x10000000)),\n"
+        "    'mount': errno_of(libc.mount(b'tmpfs', b'/tmp', b'tmpfs', 0, None)),\n"
+        "    'ptrace': errno_of(libc.ptrace(16, os.getppid(), None, None)),\n"
+        "    'kill': errno_of(libc.kill(os.getpid(), 0)),\n"
+        "}"
+    )
+    execution = run(code_step(code))
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+    assert execution.output == dict.fromkeys(["user namespace", "mount", "ptrace", "kill"], 1)
+
+
 # --- a uid per sandbox -----------------------------------------------------------
 
 
