@@ -227,6 +227,16 @@ IOLINKER_CANCEL_POLL_MS = env_int("IOLINKER_CANCEL_POLL_MS", 500, minimum=50)
 # Delay steps up to this long sleep in the worker; longer ones free it (status waiting).
 IOLINKER_DELAY_INLINE_SECONDS = env_int("IOLINKER_DELAY_INLINE_SECONDS", 10, minimum=0)
 IOLINKER_SUBWORKFLOW_DEPTH = env_int("IOLINKER_SUBWORKFLOW_DEPTH", 8, minimum=1, maximum=64)
+# The `code` sandbox (workflows/steps/_jail.py): "isolated" (the default) fails
+# code steps where the machine cannot give them no network, a private tmp and
+# (as root) a uid of their own; "unisolated" runs them anyway (development only).
+IOLINKER_CODE_SANDBOX = env_str("IOLINKER_CODE_SANDBOX", "isolated")
+if IOLINKER_CODE_SANDBOX not in ("isolated", "unisolated"):
+    raise ImproperlyConfigured(
+        f"IOLINKER_CODE_SANDBOX must be isolated or unisolated, got {IOLINKER_CODE_SANDBOX!r}"
+    )
+# Size of a code step's private tmpfs (/tmp, /var/tmp, /dev/shm and its working directory).
+IOLINKER_CODE_TMP_MB = env_int("IOLINKER_CODE_TMP_MB", 64, minimum=1, maximum=4096)
 
 REDIS_URL = env_str("REDIS_URL")
 Q_CLUSTER = {

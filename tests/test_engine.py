@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from tests.conftest import make_workflow
-from tests.helpers import RecordingServer, drain_queue, queue_is_redis
+from tests.helpers import SANDBOX_ESCAPE, RecordingServer, drain_queue, queue_is_redis
 from workflows.models import Execution, ExecutionStatus, Step, StepRun, Workflow
 from workflows.services import execution_run, execution_start
 
@@ -142,8 +142,7 @@ def test_code_step_is_stopped_at_its_memory_limit():
 
 def test_code_step_cannot_see_platform_settings_or_secrets():
     code = (
-        "import os, sys\n"
-        "try:\n"
+        SANDBOX_ESCAPE + "try:\n"
         "    import django\n"
         "    has_django = True\n"
         "except ImportError:\n"
@@ -161,8 +160,7 @@ def test_code_step_cannot_see_platform_settings_or_secrets():
 def test_code_step_cannot_read_any_process_environment_with_platform_settings():
     # Workers' environments hold DATABASE_URL, SECRET_KEY, REDIS_URL.
     code = (
-        "import os\n"
-        "readable = []\n"
+        SANDBOX_ESCAPE + "readable = []\n"
         "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
         "    try:\n"
         "        if b'DJANGO_SETTINGS_MODULE' in open(f'/proc/{pid}/environ', 'rb').read():\n"
@@ -203,8 +201,7 @@ def run_each(steps, bodies) -> list[Execution]:
 
 def test_runs_of_a_code_step_share_a_sandbox_child_but_not_its_namespace_or_files():
     code = (
-        "import os\n"
-        "global scratch\n"
+        SANDBOX_ESCAPE + "global scratch\n"
         "found = {'files': sorted(os.listdir('.')), 'leaked': 'scratch' in globals()}\n"
         "scratch = data['body']['n']\n"
         "open('mine.txt', 'w').write('x')\n"
@@ -218,8 +215,8 @@ def test_runs_of_a_code_step_share_a_sandbox_child_but_not_its_namespace_or_file
 
 
 def test_different_code_steps_never_share_a_sandbox_child():
-    pid = {"code": "import os\nreturn os.getpid()"}
-    other = {"code": "import os\nreturn os.getpid()  # another step"}
+    pid = {"code": SANDBOX_ESCAPE + "return os.getpid()"}
+    other = {"code": SANDBOX_ESCAPE + "return os.getpid()  # another step"}
     (execution,) = run_each([("a", "code", pid), ("b", "code", other)], [{}])
     steps = {s.key: s.output for s in execution.step_runs.all()}
     assert steps["a"] != steps["b"]
@@ -227,8 +224,7 @@ def test_different_code_steps_never_share_a_sandbox_child():
 
 def test_a_code_step_that_times_out_or_crashes_does_not_break_later_runs():
     code = (
-        "import os\n"
-        "if data['body'].get('hang'):\n"
+        SANDBOX_ESCAPE + "if data['body'].get('hang'):\n"
         "    while True:\n"
         "        pass\n"
         "if data['body'].get('crash'):\n"
@@ -251,7 +247,7 @@ def test_code_step_cannot_read_the_platform_files(settings):
 
 
 def test_code_step_cannot_start_processes_that_outlive_it():
-    code = "import os\npid = os.fork()\nreturn pid"
+    code = SANDBOX_ESCAPE + "pid = os.fork()\nreturn pid"
     execution = run([("c", "code", {"code": code})])
     assert execution.status == ExecutionStatus.FAILED
     assert "BlockingIOError" in execution.error or "PermissionError" in execution.error

@@ -439,6 +439,31 @@ def test_an_editor_without_the_permission_cannot_add_a_code_step(editor):
     assert not Workflow.objects.filter(name="wf").exists()
 
 
+def test_an_editor_without_the_permission_cannot_give_a_code_step_the_network(editor):
+    workflow = make_workflow("wf", [("calc", "code", {"code": "return 1"})])
+    change = {"config": '{"code": "return 1", "network": true}'}
+    response = editor.post(
+        f"/admin/workflows/workflow/{workflow.pk}/change/",
+        existing_step_form(workflow, calc=change),
+    )
+    assert response.status_code == 200
+    assert "Can add or change code steps" in response.content.decode()
+    assert workflow.steps.get().config == {"code": "return 1"}
+
+
+def test_an_editor_without_the_permission_cannot_hide_a_code_step_in_a_loop(editor):
+    loop = {"key": "each", "type": "loop", "config": {"items": "{{ body.items }}", "steps": [CODE]}}
+    response = editor.post("/admin/workflows/workflow/add/", workflow_form("wf", [loop]))
+    assert response.status_code == 200
+    assert "Can add or change code steps" in response.content.decode()
+    assert not Workflow.objects.filter(name="wf").exists()
+    document = {"format": "iolinker.workflow", "formatVersion": 1, "name": "imp", "steps": [loop]}
+    upload = SimpleUploadedFile("wf.json", json.dumps(document).encode())
+    response = editor.post("/admin/workflows/workflow/import/", {"file": upload})
+    assert "Can add or change code steps" in response.content.decode()
+    assert not Workflow.objects.filter(name="imp").exists()
+
+
 def test_an_editor_without_the_permission_may_add_other_steps(editor):
     response = editor.post("/admin/workflows/workflow/add/", workflow_form("wf", [TRANSFORM]))
     assert response.status_code == 302

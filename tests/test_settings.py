@@ -60,3 +60,22 @@ def test_a_malformed_setting_stops_start_up_with_its_name():
     )
     assert result.returncode != 0
     assert "IOLINKER_MAX_BODY_BYTES must be an integer" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("IOLINKER_CODE_SANDBOX", "off", "IOLINKER_CODE_SANDBOX must be isolated or unisolated"),
+        ("IOLINKER_CODE_TMP_MB", "0", "IOLINKER_CODE_TMP_MB must be >= 1"),
+    ],
+)
+def test_malformed_code_sandbox_settings_stop_start_up(name, value, message):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=BASE_DIR,
+        env={"PATH": "/usr/bin:/bin", name: value},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr

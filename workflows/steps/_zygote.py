@@ -21,14 +21,20 @@ CPU, SESSION_IDLE_SECONDS without work, a timeout, a crash, or a request with
 another key.
 
 The zygote holds nothing secret: it was started with an empty environment and
-only ever sees the requests it relays. Each child, before any user code runs:
+only ever sees the requests it relays. Its argument is its configuration (JSON:
+``tmp_bytes``, ``unisolated``). At start it sweeps working directories left by
+dead zygotes, imports the modules steps may use (_imports.py) and decides how
+children are isolated (_jail.py). Each child, before any user code runs:
 * dies with the zygote (PR_SET_PDEATHSIG; the zygote dies with its worker);
-* started as root, drops to the unprivileged `nobody` user, so the worker's
-  environment (/proc/<pid>/environ), the secret key and the database files are
-  not readable;
-* cannot fork (RLIMIT_NPROC 0), so nothing outlives the step;
+* has no network (unless the step has ``network: true``), a private tmpfs for
+  /tmp, /var/tmp, /dev/shm and its working directory, and, started as root, a
+  uid of its own, so the worker's environment (/proc/<pid>/environ), the secret
+  key, the database files and other sandboxes are out of reach (_jail.py);
+* cannot fork (RLIMIT_NPROC 0), so nothing outlives the step, nor gain
+  privileges by exec (no_new_privs);
 * has address space, CPU time and file size capped;
-* writes only into fresh empty working directories, removed afterwards.
+* imports only the allowed standard-library modules (_imports.py);
+* starts each run in a fresh empty working directory and empty tmp dirs.
 """
 
 import contextlib
@@ -37,6 +43,7 @@ import io
 import json
 import math
 import os
+import re
 import resource
 import select
 import shutil
@@ -48,6 +55,15 @@ import textwrap
 import time
 import traceback
 
+if __package__:
+    from workflows.steps import _imports, _jail
+else:  # run as a script with -I: its directory is not on the path
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import _imports
+    import _jail
+
+    del sys.path[0]
+
 MAX_LOG_CHARS = 65536
 # A session child serves consecutive requests of one session key (one step of
 # one workflow, see code.py) until it has served this many, used this much CPU
@@ -56,8 +72,10 @@ MAX_LOG_CHARS = 65536
 SESSION_MAX_REQUESTS = 256
 SESSION_CPU_SECONDS = 1.0
 SESSION_IDLE_SECONDS = 2.0
-NOBODY = 65534
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
+_FILENAME = "<code step>"
+# Source lines are one further than the step's own: its code is the body of a def.
+_LINE = re.compile(r'(File "<code step>", line )(\d+)')
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
@@ -75,18 +93,20 @@ def write_frame(stream, message: dict) -> None:
     stream.flush()
 
 
-def _confine(request: dict, workdir: str, zygote_pid: int) -> None:
+def _confine(request: dict, jail: _jail.Jail, host_workdir, zygote_pid: int) -> str:
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != zygote_pid:  # the zygote died before the line above
         os._exit(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):  # the zygote's protocol pipes are not the code's to touch
         os.dup2(devnull, fd)
+    network = bool(request.get("network"))
+    workdir = jail.confine(network=network, host_workdir=host_workdir)
+    # A change of uid clears the parent-death signal: set it again.
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != zygote_pid:
+        os._exit(1)
     os.chdir(workdir)
-    if os.geteuid() == 0:
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024 * 1024,) * 2)
     # A session child may already have used up to SESSION_CPU_SECONDS.
@@ -94,25 +114,38 @@ def _confine(request: dict, workdir: str, zygote_pid: int) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     memory = request["memory_bytes"]
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    _imports.install(network=network)
+    return workdir
 
 
 def _execute(request: dict) -> dict:
     source = "def main(data):\n" + textwrap.indent(request["code"] or "pass", "    ")
     try:
-        namespace = {"__name__": "step"}
-        exec(compile(source, "<code step>", "exec"), namespace)  # noqa: S102 - it is the sandbox
+        namespace = {"__name__": _imports.STEP_MODULE}
+        exec(compile(source, _FILENAME, "exec"), namespace)  # noqa: S102 - it is the sandbox
         output = namespace["main"](request["data"])
     except MemoryError:
         return {"ok": False, "error": "MemoryError: the step exceeded its memory limit"}
     except BaseException as exc:  # noqa: BLE001 - report whatever the user code raises
-        lines = traceback.format_exception(exc)
-        message = "".join(line for line in lines if __file__ not in line).strip()
-        return {"ok": False, "error": message}
+        return {"ok": False, **_failure(exc)}
     try:
         json.dumps(output, allow_nan=False)
     except (TypeError, ValueError) as exc:
         return {"ok": False, "error": f"The returned value is not JSON: {exc}"}
     return {"ok": True, "output": output}
+
+
+def _failure(exc: BaseException) -> dict:
+    """The error for callers (the exception and the step's line, no traceback)
+    and the full traceback for the step's record."""
+    lines = traceback.format_exception(exc)
+    text = "".join(line for line in lines if __file__ not in line).strip()
+    text = _LINE.sub(lambda m: m.group(1) + str(int(m.group(2)) - 1), text)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == _FILENAME]
+    error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if frames and frames[-1].lineno and frames[-1].lineno > 1:
+        error += f" (line {frames[-1].lineno - 1})"
+    return {"error": error, "traceback": text}
 
 
 def _write_all(fd: int, payload: bytes) -> None:
@@ -121,11 +154,13 @@ def _write_all(fd: int, payload: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _child(request: dict, workdir: str, request_fd: int, result_fd: int, zygote_pid: int) -> None:
+def _child(
+    request: dict, jail: _jail.Jail, host_workdir, request_fd: int, result_fd: int, zygote_pid: int
+) -> None:
     """Serve the session's requests, the first one given, the next ones read
     from ``request_fd``, until the zygote closes it."""
     try:
-        _confine(request, workdir, zygote_pid)
+        workdir = _confine(request, jail, host_workdir, zygote_pid)
         requests = os.fdopen(request_fd, "rb")
     except BaseException as exc:  # noqa: BLE001
         _write_all(
@@ -147,6 +182,8 @@ def _child(request: dict, workdir: str, request_fd: int, result_fd: int, zygote_
         finally:
             os.chdir(workdir)
             shutil.rmtree(rundir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                jail.clear(workdir)
         _write_all(result_fd, payload)
         request = read_frame(requests)
     os._exit(0)
@@ -155,11 +192,9 @@ def _child(request: dict, workdir: str, request_fd: int, result_fd: int, zygote_
 class _Session:
     """A sandbox child kept for consecutive requests with the same session key."""
 
-    def __init__(self, request: dict):
+    def __init__(self, request: dict, jail: _jail.Jail):
         self.key = request.get("session")
-        self.workdir = tempfile.mkdtemp(prefix="iolinker-code-")
-        if os.geteuid() == 0:
-            os.chown(self.workdir, NOBODY, NOBODY)
+        self.workdir = jail.host_workdir()  # None: the child makes its own, in its tmpfs
         request_r, self.request_w = os.pipe()
         self.result_r, result_w = os.pipe()
         zygote_pid = os.getpid()
@@ -168,13 +203,14 @@ class _Session:
         except OSError:
             for fd in (request_r, self.request_w, self.result_r, result_w):
                 os.close(fd)
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            if self.workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
             raise
         if self.pid == 0:
             os.close(self.request_w)
             os.close(self.result_r)
             os.setsid()
-            _child(request, self.workdir, request_r, result_w, zygote_pid)
+            _child(request, jail, self.workdir, request_r, result_w, zygote_pid)
         os.close(request_r)
         os.close(result_w)
         self.results = os.fdopen(self.result_r, "rb", buffering=0)
@@ -206,7 +242,8 @@ class _Session:
         _, self.status = os.waitpid(self.pid, 0)
         os.close(self.request_w)
         self.results.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _read_exactly(fd: int, size: int, deadline: float) -> bytes | None:
@@ -231,13 +268,18 @@ def _describe(status: int) -> str:
 
 
 class Zygote:
-    def __init__(self):
+    def __init__(self, *, tmp_bytes: int = 64 << 20, unisolated: bool = False):
+        _jail.sweep_stale()
+        _imports.preload()
+        self.jail = _jail.Jail(tmp_bytes=tmp_bytes, allow_unisolated=unisolated)
         self.session: _Session | None = None
         self.status = 0  # how the last retired child ended
 
     def serve(self, request: dict) -> dict:
         """Run one request, in the current session's child when it has the same
         key, else in a new child."""
+        if not self.jail.usable:
+            return {"ok": False, "error": self.jail.refusal()}
         key = request.get("session")
         if self.session is not None and (key is None or key != self.session.key):
             self.retire()
@@ -248,7 +290,7 @@ class Zygote:
                 except BrokenPipeError:  # it died between requests: start afresh
                     self.retire()
             if self.session is None:
-                self.session = _Session(request)
+                self.session = _Session(request, self.jail)
             answer = self.session.receive(request["timeout"])
         except TimeoutError:
             self.retire()
@@ -262,6 +304,12 @@ class Zygote:
                 "error": f"Code step process ended without a result ({_describe(self.status)})",
             }
         self.session.served += 1
+        if self.jail.mode == "none":
+            note = (
+                "note: this code step ran without isolation "
+                f"(IOLINKER_CODE_SANDBOX=unisolated): {self.jail.problem}\n"
+            )
+            answer["logs"] = note + answer.get("logs", "")
         cpu = answer.pop("cpu", 0)
         if key is None or self.session.served >= SESSION_MAX_REQUESTS or cpu > SESSION_CPU_SECONDS:
             self.retire()
@@ -278,7 +326,10 @@ def main() -> None:
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     _LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # other runs' data is not for a child to read
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    zygote = Zygote()
+    config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    zygote = Zygote(
+        tmp_bytes=config.get("tmp_bytes", 64 << 20), unisolated=config.get("unisolated", False)
+    )
     while True:
         if (
             zygote.session is not None

@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from django.conf import settings
+
 from workflows.steps import _zygote
 from workflows.steps.base import StepError, StepType, Stopped, register
 
@@ -38,6 +40,7 @@ class _Sandbox:
     lock = threading.Lock()
     pid: int | None = None
     proc: subprocess.Popen | None = None
+    config: str = ""  # what the running zygote was started with (settings may change)
 
     @classmethod
     def call(cls, request: dict, cancelled: threading.Event | None = None) -> dict:
@@ -63,19 +66,27 @@ class _Sandbox:
 
     @classmethod
     def _ensure(cls) -> subprocess.Popen:
+        config = json.dumps(
+            {
+                "tmp_bytes": settings.IOLINKER_CODE_TMP_MB * 1024 * 1024,
+                "unisolated": settings.IOLINKER_CODE_SANDBOX == "unisolated",
+            }
+        )
+        if cls.proc is not None and cls.pid == os.getpid() and cls.config != config:
+            cls._discard()
         if cls.pid != os.getpid() or cls.proc is None or cls.proc.poll() is not None:
             # Non-dumpable: a same-user sandbox cannot read this worker's
             # /proc/<pid>/environ or memory (where DATABASE_URL and secrets live).
             ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
             cls.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", _ZYGOTE],
+                [sys.executable, "-I", "-S", _ZYGOTE, config],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=_CHILD_ENV,
                 cwd="/",
                 start_new_session=True,
             )
-            cls.pid = os.getpid()
+            cls.pid, cls.config = os.getpid(), config
         return cls.proc
 
     @classmethod
@@ -93,12 +104,14 @@ class Code(StepType):
 
     ``data`` is the resolved ``input`` config (by default every expression name:
     input, body, query, headers, method, steps); the value the code returns is
-    the step's output and must be JSON. Only the standard library is importable.
+    the step's output and must be JSON. Only an allow-list of the standard
+    library is importable (_imports.py). ``network: true`` (a literal, so only
+    who may edit code steps can set it) gives the step the workers' network.
     """
 
     name = "code"
     label = "Code (Python, in a separate process)"
-    literal_keys = frozenset({"code"})
+    literal_keys = frozenset({"code", "network"})
     schema = {
         "type": "object",
         "properties": {
@@ -106,6 +119,7 @@ class Code(StepType):
             "input": {},
             "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
             "memory_mb": {"type": "integer", "minimum": 32, "maximum": 4096},
+            "network": {"type": "boolean"},
         },
         "required": ["code"],
         "additionalProperties": False,
@@ -132,6 +146,7 @@ class Code(StepType):
             "timeout": timeout,
             "memory_bytes": resolved.get("memory_mb", DEFAULT_MEMORY_MB) * 1024 * 1024,
             "cpu_seconds": math.ceil(timeout) + 1,
+            "network": resolved.get("network") is True,
             # Runs of this step (same code and limits) share a sandbox child in turn.
             "session": _session_key(ctx, resolved),
         }
@@ -144,13 +159,23 @@ class Code(StepType):
         if result.get("logs"):
             ctx.logs.append(result["logs"])
         if not result["ok"]:
+            # Callers see the message (status, /sync, callbacks); the step's
+            # record keeps the traceback in its logs, for the admin.
+            if result.get("traceback"):
+                ctx.logs.append(result["traceback"])
             raise StepError(result["error"])
         return result["output"]
 
 
 def _session_key(ctx, resolved: dict) -> str:
     identity = json.dumps(
-        [ctx.step_id, resolved["code"], resolved.get("timeout"), resolved.get("memory_mb")]
+        [
+            ctx.step_id,
+            resolved["code"],
+            resolved.get("timeout"),
+            resolved.get("memory_mb"),
+            resolved.get("network") is True,
+        ]
     )
     return hashlib.sha256(identity.encode()).hexdigest()
 

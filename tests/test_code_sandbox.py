@@ -1,0 +1,540 @@
+"""The `code` step sandbox: which modules steps import, and what confines them
+(no network, a private bounded tmp, a uid per sandbox, nothing left behind).
+
+Run as CI runs them: as root, so sandboxes drop to their own uid (the Python
+here lives under /root, which that uid cannot read: issue 19.1 shows up here).
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_workflow
+from tests.helpers import BASE_DIR, SANDBOX_ESCAPE, RecordingServer, drain_queue
+from workflows import steps as step_library
+from workflows.models import Execution, ExecutionStatus, Workflow
+from workflows.selectors import execution_status
+from workflows.services import execution_start
+from workflows.steps import _imports, _jail, _zygote
+from workflows.steps.code import _ZYGOTE, _Sandbox
+
+pytestmark = pytest.mark.django_db
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="a uid per sandbox needs root workers")
+
+
+def run(steps, body=None) -> Execution:
+    workflow = make_workflow(f"wf-{Workflow.objects.count()}", steps)
+    execution = execution_start(workflow=workflow, trigger_input={"body": body or {}})
+    assert drain_queue() == 1
+    execution.refresh_from_db()
+    return execution
+
+
+def code_step(code: str, **config) -> list:
+    return [("c", "code", {"code": code, **config})]
+
+
+# --- what a step may import ------------------------------------------------------
+
+
+def test_the_common_standard_library_imports_under_the_privilege_drop():
+    code = (
+        "import datetime, hashlib, json, re, math, decimal, uuid, base64, itertools, collections\n"
+        "import zoneinfo, statistics, fractions, hmac, secrets, gzip, csv, io, textwrap\n"
+        "paris = zoneinfo.ZoneInfo('Europe/Paris')\n"
+        "return {\n"
+        "    'date': datetime.datetime.strptime('2026-06-01', '%Y-%m-%d').isoformat(),\n"
+        "    'offset': str(datetime.datetime(2026, 6, 1, tzinfo=paris).utcoffset()),\n"
+        "    'sha': hashlib.sha256(b'x').hexdigest()[:8],\n"
+        "    'json': json.loads('[1]'), 're': re.sub('a', 'b', 'aa'), 'pi': math.floor(math.pi),\n"
+        "    'dec': str(decimal.Decimal('1.10') + 1), 'uuid': len(str(uuid.uuid4())),\n"
+        "    'b64': base64.b64encode(b'hi').decode(),\n"
+        "    'perm': len(list(itertools.permutations('abc'))),\n"
+        "    'count': collections.Counter('aab')['a'], 'mean': statistics.mean([1, 2, 3]),\n"
+        "    'utf16': len('é'.encode('utf-16')), 'gz': len(gzip.decompress(gzip.compress(b'x'))),\n"
+        "}"
+    )
+    execution = run(code_step(code))
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+    assert execution.output == {
+        "date": "2026-06-01T00:00:00",
+        "offset": "2:00:00",
+        "sha": "2d711642",
+        "json": [1],
+        "re": "bb",
+        "pi": 3,
+        "dec": "2.10",
+        "uuid": 36,
+        "b64": "aGk=",
+        "perm": 6,
+        "count": 2,
+        "mean": 2,
+        "utf16": 4,
+        "gz": 1,
+    }
+
+
+def test_every_module_of_the_documented_list_imports():
+    code = (
+        "failed = []\n"
+        "for name in data['body']['names']:\n"
+        "    try:\n"
+        "        __import__(name)\n"
+        "    except ImportError as exc:\n"
+        "        failed.append(f'{name}: {exc}')\n"
+        "return failed"
+    )
+    names = [name for name in _imports.ALLOWED if name not in ("lzma", "bz2", "tomllib")]
+    execution = run(code_step(code), body={"names": names})
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+    assert execution.output == []
+
+
+def test_a_module_outside_the_list_fails_the_step_with_a_clear_error():
+    execution = run(code_step("import socket\nreturn 1"))
+    assert execution.status == ExecutionStatus.FAILED
+    assert (
+        "ModuleNotFoundError: module 'socket' is not available in code steps; available: abc,"
+        in execution.error
+    )
+    assert "datetime" in execution.error and "(line 1)" in execution.error
+
+
+def test_from_imports_submodules_and_dunder_import_follow_one_rule():
+    code = (
+        "def attempt(source):\n"
+        "    try:\n"
+        "        exec(source, {'__name__': 'step'})\n"
+        "        return 'ok'\n"
+        "    except ImportError as exc:\n"
+        "        return str(exc).split(';')[0]\n"
+        "return {s: attempt(s) for s in data['body']['sources']}"
+    )
+    allowed = [
+        "import urllib.parse",
+        "from urllib.parse import quote",
+        "from collections import abc",
+        "import collections.abc",
+        "__import__('collections.abc')",
+        "from xml.etree import ElementTree",
+        "from hashlib import sha256",
+    ]
+    refused = {
+        "import os": "module 'os' is not available in code steps",
+        "import os.path": "module 'os.path' is not available in code steps",
+        "from os import path": "module 'os' is not available in code steps",
+        "from urllib import request": "module 'urllib.request' is not available in code steps",
+        "import urllib.request": "module 'urllib.request' is not available in code steps",
+        "__import__('subprocess')": "module 'subprocess' is not available in code steps",
+        "__import__('ctypes')": "module 'ctypes' is not available in code steps",
+        "from random import _os": "module 'random._os' is not available in code steps",
+        "import importlib": "module 'importlib' is not available in code steps",
+    }
+    execution = run(code_step(code), body={"sources": allowed + list(refused)})
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+    assert execution.output == {**dict.fromkeys(allowed, "ok"), **refused}
+
+
+# --- network -------------------------------------------------------------------
+
+REACH = (
+    SANDBOX_ESCAPE + "import struct\n"
+    "S, ct = sys.modules['socket'], sys.modules['ctypes']\n"
+    "libc = ct.CDLL(None, use_errno=True)\n"
+    "out = {}\n"
+    "for port in data['body']['ports']:\n"
+    "    try:\n"
+    "        S.create_connection(('127.0.0.1', port), timeout=2).close()\n"
+    "        out[f'socket {port}'] = 'connected'\n"
+    "    except OSError as exc:\n"
+    "        out[f'socket {port}'] = exc.errno\n"
+    "    fd = libc.socket(2, 1, 0)\n"
+    "    addr = struct.pack('=H', 2) + struct.pack('!H', port) + bytes([127, 0, 0, 1]) + bytes(8)\n"
+    "    rc = libc.connect(fd, addr, 16)\n"
+    "    out[f'ctypes {port}'] = 'connected' if rc == 0 else ct.get_errno()\n"
+    "for path in data['body']['unix']:\n"
+    "    try:\n"
+    "        s = S.socket(S.AF_UNIX)\n"
+    "        s.connect(path)\n"
+    "        out[path] = 'connected'\n"
+    "    except OSError as exc:\n"
+    "        out[path] = exc.errno\n"
+    "return out"
+)
+
+
+def test_a_code_step_reaches_no_local_service_even_through_ctypes():
+    listener = socket.create_server(("127.0.0.1", 0))
+    own_port = listener.getsockname()[1]
+    socket.create_connection(("127.0.0.1", own_port), timeout=2).close()  # it does listen
+    unix = [
+        p
+        for p in ("/var/run/postgresql/.s.PGSQL.5432", "/run/mysqld/mysqld.sock")
+        if Path(p).exists()
+    ]
+    try:
+        body = {"ports": [own_port, 5432, 6379], "unix": unix}
+        execution = run(code_step(REACH), body=body)
+    finally:
+        listener.close()
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+    assert len(execution.output) == 6 + len(unix)
+    assert "connected" not in execution.output.values(), execution.output
+    # ctypes is not importable (the test above reaches it around the guard).
+    refused = run(code_step("import ctypes"))
+    assert "module 'ctypes' is not available" in refused.error
+
+
+def test_a_step_with_network_true_reaches_a_local_server():
+    code = "import urllib.request\nreturn urllib.request.urlopen(data['body']['url']).status"
+    with RecordingServer() as server:
+        allowed = run(code_step(code, network=True), body={"url": server.url})
+        refused = run(code_step(code), body={"url": server.url})
+    assert allowed.status == ExecutionStatus.SUCCEEDED, allowed.error
+    assert allowed.output == 200 and len(server.requests) == 1
+    assert "module 'urllib.request' is not available" in refused.error
+
+
+def test_network_is_a_literal_boolean_no_template_can_turn_on():
+    code_type = step_library.get("code")
+    assert code_type.validate({"code": "return 1", "network": True}) == []
+    assert code_type.validate({"code": "return 1", "network": "{{ body.net }}"})
+    assert "network" in code_type.literal_keys
+
+
+# --- a private, bounded tmp ------------------------------------------------------
+
+FILL = (
+    SANDBOX_ESCAPE + "import errno\n"
+    "out = {}\n"
+    "for place in ('/tmp', '/var/tmp', '/dev/shm'):\n"
+    "    written, error, names = 0, None, []\n"
+    "    try:\n"
+    "        while written < 200:\n"
+    "            name = f\"{place}/{data['body']['tag']}-{written}\"\n"
+    "            names.append(name)\n"
+    "            with open(name, 'wb') as f:\n"
+    "                f.write(bytes(8 << 20))\n"
+    "            written += 8\n"
+    "    except OSError as exc:\n"
+    "        error = errno.errorcode.get(exc.errno)\n"
+    "    for name in names:\n"
+    "        try:\n"
+    "            os.unlink(name)\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "    out[place] = [written, error]\n"
+    "return {'fill': out, 'left': sorted(os.listdir('/tmp'))}"
+)
+
+
+def test_filling_tmp_var_tmp_and_dev_shm_stops_at_the_bound_and_leaves_nothing(settings):
+    settings.IOLINKER_CODE_TMP_MB = 64
+    tag = f"fill-{os.getpid()}-{time.time_ns()}"
+    execution = run(code_step(FILL, memory_mb=512, timeout=60), body={"tag": tag})
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+    for place, (written, error) in execution.output["fill"].items():
+        assert error == "ENOSPC", (place, written, error)
+        assert written <= 64, (place, written)
+    for place in ("/tmp", "/var/tmp", "/dev/shm"):
+        assert not [n for n in os.listdir(place) if n.startswith(tag)], place
+
+
+def test_each_run_of_a_session_starts_with_empty_tmp_dirs():
+    code = (
+        SANDBOX_ESCAPE
+        + "found = sorted(os.listdir('/tmp')) + os.listdir('/var/tmp') + os.listdir('/dev/shm')\n"
+        "for place in ('/tmp', '/var/tmp', '/dev/shm'):\n"
+        "    open(place + '/left-over', 'w').write('x')\n"
+        "return [n for n in found if not n.startswith(('iolinker-code-', '.'))]"
+    )
+    workflow = make_workflow("session-tmp", code_step(code))
+    runs = [execution_start(workflow=workflow, trigger_input={"body": {}}) for _ in range(3)]
+    assert drain_queue() == 3
+    for execution in runs:
+        execution.refresh_from_db()
+        assert (execution.status, execution.output) == (ExecutionStatus.SUCCEEDED, []), (
+            execution.error
+        )
+
+
+def test_a_code_step_cannot_make_namespaces_mount_trace_or_signal():
+    code = (
+        SANDBOX_ESCAPE + "ct = sys.modules['ctypes']\n"
+        "libc = ct.CDLL(None, use_errno=True)\n"
+        "def errno_of(result):\n"
+        "    return ct.get_errno() if result != 0 else 'allowed'\n"
+        "return {\n"
+        "    'user namespace': errno_of(libc.unshare(0x10000000)),\n"
+        "    'mount': errno_of(libc.mount(b'tmpfs', b'/tmp', b'tmpfs', 0, None)),\n"
+        "    'ptrace': errno_of(libc.ptrace(16, os.getppid(), None, None)),\n"
+        "    'kill': errno_of(libc.kill(os.getpid(), 0)),\n"
+        "}"
+    )
+    execution = run(code_step(code))
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+    assert execution.output == dict.fromkeys(["user namespace", "mount", "ptrace", "kill"], 1)
+
+
+# --- a uid per sandbox -----------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                status = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                found.append(int(entry))
+    return found
+
+
+def _uid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError("no Uid line")
+
+
+def _gone(pid: int) -> bool:
+    """Ended (a zombie nobody reaps in a container counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _wait_for(predicate, timeout: float = 20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("not within the time")
+
+
+def _zygote_process(config: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", _ZYGOTE, json.dumps(config or {"tmp_bytes": 64 << 20})],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={},
+        cwd="/",
+    )
+
+
+def _request(code: str, **extra) -> dict:
+    return {
+        "code": code,
+        "data": {},
+        "timeout": 20,
+        "memory_bytes": 256 << 20,
+        "cpu_seconds": 21,
+        "session": None,
+        **extra,
+    }
+
+
+@pytest.mark.slow
+@as_root
+def test_two_live_sandboxes_have_their_own_uids_and_cannot_signal_each_other():
+    other = _zygote_process()
+    try:
+        _zygote.write_frame(other.stdin, _request("import time\ntime.sleep(3)\nreturn 'alive'"))
+        first = _wait_for(lambda: [p for p in _children(other.pid) if _uid(p) != 0])[0]
+        code = (
+            SANDBOX_ESCAPE + "try:\n"
+            "    os.kill(data['body']['pid'], 9)\n"
+            "    killed = 'killed'\n"
+            "except OSError as exc:\n"
+            "    killed = type(exc).__name__\n"
+            "return {'uid': os.getuid(), 'pid': os.getpid(), 'kill': killed}"
+        )
+        execution = run(code_step(code), body={"pid": first})
+        assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+        second = execution.output
+        assert second["kill"] == "PermissionError"
+        assert _uid(first) == _jail.UID_BASE + first
+        assert second["uid"] == _jail.UID_BASE + second["pid"] != _uid(first)
+        assert _zygote.read_frame(other.stdout) == {"ok": True, "output": "alive", "logs": ""}
+    finally:
+        other.kill()
+        other.wait()
+
+
+# --- nothing left behind ---------------------------------------------------------
+
+WORKER = """
+import os, sys
+sys.path.insert(0, {base!r})
+os.environ["DJANGO_SETTINGS_MODULE"] = "iolinker.settings"
+import django
+django.setup()
+from workflows.steps.code import _Sandbox
+_Sandbox.call({request!r})
+"""
+
+
+@pytest.mark.slow
+def test_a_sigkilled_worker_leaves_no_sandbox_directory_or_process_behind(tmp_path):
+    before = {p.name for p in Path("/tmp").glob("iolinker-code-*")}
+    request = _request(SANDBOX_ESCAPE + "open('mine', 'w').write('x')\nimport time\ntime.sleep(60)")
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER.format(base=str(BASE_DIR), request=request)]
+    )
+    try:
+        zygote = _wait_for(lambda: _children(worker.pid), timeout=60)[0]
+        child = _wait_for(lambda: [p for p in _children(zygote) if _uid(p) != 0])[0]
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    _wait_for(lambda: _gone(child) and _gone(zygote), timeout=10)
+    assert {p.name for p in Path("/tmp").glob("iolinker-code-*")} <= before
+
+
+def test_a_zygote_sweeps_directories_of_dead_zygotes_at_start(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = Path("/tmp") / f"iolinker-code-{dead.pid}-stale"
+    legacy = Path("/tmp") / "iolinker-code-legacy00"
+    live = Path("/tmp") / f"iolinker-code-{os.getpid()}-notazygote"
+    for directory in (stale, legacy, live):
+        directory.mkdir()
+        (directory / "left").write_text("x")
+    os.utime(legacy, (time.time() - 7200, time.time() - 7200))
+    live_zygote = _zygote_process()
+    kept = Path("/tmp") / f"iolinker-code-{live_zygote.pid}-itsown"
+    kept.mkdir()
+    try:
+        _Sandbox._discard()  # the next step starts a zygote, which sweeps
+        execution = run(code_step("return 1"))
+        assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+        assert not stale.exists() and not legacy.exists()
+        assert not live.exists()  # this pytest process is no zygote
+        assert kept.exists()  # a live zygote's directory stays
+    finally:
+        live_zygote.kill()
+        live_zygote.wait()
+        for directory in (stale, legacy, live, kept):
+            subprocess.run(["rm", "-rf", str(directory)], check=False)
+
+
+# --- where the machine cannot isolate -------------------------------------------
+
+NO_USERNS = ["unshare", "--user", "--map-root-user", "sh", "-c"]
+NO_USERNS_SCRIPT = 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"'
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("unisolated", [False, True])
+def test_without_namespaces_code_steps_fail_clearly_unless_unisolated_is_set(unisolated):
+    # Root of a user namespace that maps one uid and may not create more:
+    # neither the root isolation nor user namespaces are possible there.
+    config = json.dumps({"tmp_bytes": 64 << 20, "unisolated": unisolated})
+    try:
+        proc = subprocess.Popen(
+            [*NO_USERNS, NO_USERNS_SCRIPT, "sh", sys.executable, "-I", "-S", _ZYGOTE, config],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={},
+            cwd="/",
+        )
+    except FileNotFoundError:
+        pytest.skip("util-linux unshare is not installed")
+    try:
+        _zygote.write_frame(proc.stdin, _request("import datetime\nreturn 1"))
+        answer = _zygote.read_frame(proc.stdout)
+    finally:
+        proc.kill()
+        proc.wait()
+    if answer is None:
+        pytest.skip("user namespaces are not available to make the test's setting")
+    if unisolated:
+        assert (answer["ok"], answer["output"]) == (True, 1)
+        assert answer["logs"].startswith("note: this code step ran without isolation")
+    else:
+        assert answer["ok"] is False
+        assert answer["error"].startswith(
+            "The code sandbox cannot isolate code steps on this machine"
+        )
+        assert "IOLINKER_CODE_SANDBOX=unisolated" in answer["error"]
+
+
+USERNS_PROBE = (
+    SANDBOX_ESCAPE + "import datetime, errno\n"
+    "S = sys.modules['socket']\n"
+    "try:\n"
+    "    S.create_connection(('127.0.0.1', data['port']), timeout=2).close()\n"
+    "    net = 'connected'\n"
+    "except OSError as exc:\n"
+    "    net = errno.errorcode[exc.errno]\n"
+    "return {'uid': os.getuid(), 'net': net, 'run': os.listdir('/run'),\n"
+    "        'tmp': os.statvfs('/tmp').f_blocks * os.statvfs('/tmp').f_frsize,\n"
+    "        'date': str(datetime.date(2026, 1, 2))}"
+)
+
+
+@pytest.mark.slow
+@as_root
+def test_a_non_root_worker_isolates_its_sandboxes_with_user_namespaces():
+    # The workers' Python here is under /root, unreadable for another user: the
+    # fork server (standard library only) runs on the system's Python as `nobody`.
+    python = "/usr/bin/python3"
+    if not Path(python).exists() or not shutil.which("setpriv"):
+        pytest.skip("needs /usr/bin/python3 and setpriv to run a fork server as nobody")
+    listener = socket.create_server(("127.0.0.1", 0))
+    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    config = json.dumps({"tmp_bytes": 16 << 20, "unisolated": False})
+    proc = subprocess.Popen(
+        [*drop, python, "-I", "-S", _ZYGOTE, config],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={},
+        cwd="/",
+    )
+    try:
+        request = _request(USERNS_PROBE)
+        request["data"] = {"port": listener.getsockname()[1]}
+        _zygote.write_frame(proc.stdin, request)
+        answer = _zygote.read_frame(proc.stdout)
+    finally:
+        proc.kill()
+        proc.wait()
+        listener.close()
+    if answer and "cannot isolate" in answer.get("error", ""):
+        pytest.skip(f"no unprivileged user namespaces here: {answer['error']}")
+    assert answer["ok"], answer
+    assert answer["output"] == {
+        "uid": 65534,
+        "net": "ENETUNREACH",
+        "run": [],
+        "tmp": 16 << 20,
+        "date": "2026-01-02",
+    }
+
+
+# --- what callers see of a failure ---------------------------------------------
+
+
+def test_a_failed_code_step_tells_callers_the_exception_and_line_not_the_traceback():
+    execution = run(code_step("x = 1\ny = 0\nreturn x / y"))
+    assert execution.status == ExecutionStatus.FAILED
+    expected = "Step 'c' (code) failed: ZeroDivisionError: division by zero (line 3)"
+    assert execution.error == expected
+    assert execution_status(execution)["msg"] == expected
+    step_run = execution.step_runs.get()
+    assert step_run.error == "ZeroDivisionError: division by zero (line 3)"
+    assert "Traceback (most recent call last)" in step_run.logs
+    assert 'File "<code step>", line 3, in main' in step_run.logs
