@@ -389,7 +389,6 @@ _Sandbox.call({request!r})
 
 @pytest.mark.slow
 def test_a_sigkilled_worker_leaves_no_sandbox_directory_or_process_behind(tmp_path):
-    before = {p.name for p in Path("/tmp").glob("iolinker-code-*")}
     request = _request(SANDBOX_ESCAPE + "open('mine', 'w').write('x')\nimport time\ntime.sleep(60)")
     worker = subprocess.Popen(
         [sys.executable, "-c", WORKER.format(base=str(BASE_DIR), request=request)]
@@ -401,7 +400,10 @@ def test_a_sigkilled_worker_leaves_no_sandbox_directory_or_process_behind(tmp_pa
         worker.send_signal(signal.SIGKILL)
         worker.wait()
     _wait_for(lambda: _gone(child) and _gone(zygote), timeout=10)
-    assert {p.name for p in Path("/tmp").glob("iolinker-code-*")} <= before
+    # Only this zygote's directories (named by its pid): other test runs on the
+    # machine may have sandboxes of their own.
+    assert not list(Path("/tmp").glob(f"iolinker-code-{zygote}-*"))
+    assert not list(Path("/tmp").glob(f"iolinker-code-{zygote}"))
 
 
 def test_a_zygote_sweeps_directories_of_dead_zygotes_at_start(tmp_path):
