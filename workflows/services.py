@@ -34,6 +34,7 @@ from workflows.models import (
 )
 from workflows.notify import finished_announce, release_pooled_connection
 from workflows.steps import StepError
+from workflows.storedjson import Unreadable
 from workflows.watch import (
     run_watch_hold,
     run_watch_register,
@@ -634,6 +635,11 @@ def _run_one(execution: Execution, step_runs: list[StepRun], *, depth: int = 0, 
     resumed after a delay replays it instead of repeating it. Pure steps of a
     short run are written with the run's end (repeating them is harmless).
     """
+    if isinstance(execution.input, Unreadable):
+        # Stored before intake refused such input (or by hand): fail it alone.
+        error = f"The run's input cannot be read ({execution.input})"
+        _finish(execution, engine.Outcome(ExecutionStatus.FAILED, error=error))
+        return
     t0 = time.monotonic()
     own: list[StepRun] = []
 
