@@ -11,7 +11,7 @@ import json
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from tests.helpers import drain_queue
@@ -116,3 +116,18 @@ def test_an_unreadable_run_is_failed_and_its_callback_says_why(settle):  # noqa:
     assert payloads[str(uids[1])]["status"] == ExecutionStatus.FAILED
     assert "The run's input cannot be read" in payloads[str(uids[1])]["msg"]
     assert not Execution.objects.filter(status__in=["queued", "running"]).exists()
+
+
+def test_an_unreadable_run_is_not_re_run_and_the_operator_is_told_why(admin_client, open_api):
+    uid = execution_start(workflow=open_api.workflow, trigger_input={"body": {}}).uid
+    poison(uid, "input")
+    with pytest.raises(CommandError, match="cannot be re-run: its input is unreadable"):
+        call_command("rerun_execution", str(uid), stdout=StringIO())
+    page = admin_client.post(
+        "/admin/workflows/execution/",
+        {"action": "rerun_selected", "_selected_action": [uid]},
+        follow=True,
+    )
+    assert page.status_code == 200
+    assert "cannot be re-run: its input is unreadable" in page.content.decode()
+    assert not Execution.objects.filter(rerun_of=uid).exists()
