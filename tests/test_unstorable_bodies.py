@@ -234,3 +234,46 @@ def test_a_value_the_checks_missed_fails_only_its_own_call_on_postgresql(open_ap
     assert {uid: stored[uid]["body"] for i, uid in results if uid} == {
         uid: {"n": i} for i, uid in results if uid
     }
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_bad_bodies_in_a_burst_to_a_real_server_are_refused_alone(open_api):
+    """The same burst to granian serving the production WSGI application (the
+    process's own committer thread and connection), from 12 keep-alive clients."""
+    import httpx
+
+    from tests.helpers import Platform
+
+    bad_bodies = list(BAD_BODIES.values())
+    calls = [(i, bad_bodies[i % len(bad_bodies)] if i % 4 == 3 else None) for i in range(600)]
+    platform = Platform(qcluster=False).start()
+    try:
+        url = platform.base_url + URL
+
+        def send(chunk):
+            answers = []
+            with httpx.Client(timeout=30) as client:
+                for i, bad in chunk:
+                    body = bad if bad is not None else json.dumps({"n": i}).encode()
+                    response = client.post(url, content=body, headers={"Content-Type": JSON})
+                    answers.append((i, bad, response.status_code, response.json()))
+            return answers
+
+        with ThreadPoolExecutor(12) as pool:
+            results = [
+                a for part in pool.map(send, [calls[k::12] for k in range(12)]) for a in part
+            ]
+    finally:
+        platform.stop()
+    good = {}
+    for i, bad, status, body in results:
+        if bad is None:
+            assert status == 202, body
+            good[int(body["response"]["uid"])] = i
+        else:
+            assert status == 400, body
+            assert body["response"]["error"]["code"] == "requestError.invalidParams"
+    stored = dict(Execution.objects.values_list("uid", "input"))
+    assert len(good) == 450 and set(stored) == set(good)
+    assert all(stored[uid]["body"] == {"n": n} for uid, n in good.items())
