@@ -148,6 +148,10 @@ IOLINKER_OPENAPI_PUBLIC = env_bool("IOLINKER_OPENAPI_PUBLIC", True)
 # process apply at once).
 IOLINKER_API_CACHE_SECONDS = env_int("IOLINKER_API_CACHE_SECONDS", 2, minimum=0)
 IOLINKER_MAX_BODY_BYTES = env_int("IOLINKER_MAX_BODY_BYTES", 1024 * 1024, minimum=1)
+# Arrays and objects nested deeper in a trigger's JSON body get 400: far below
+# the ~1,000 levels at which Python's JSON decoder runs out of stack (a deeper
+# run could be written, but not read back by a worker).
+IOLINKER_MAX_JSON_DEPTH = env_int("IOLINKER_MAX_JSON_DEPTH", 100, minimum=1, maximum=500)
 # Headers (names + values) and query string (decoded keys + values) of a trigger:
 # larger ones get 431 / 414 (the web server refuses far larger ones by itself).
 IOLINKER_MAX_HEADER_BYTES = env_int("IOLINKER_MAX_HEADER_BYTES", 16 * 1024, minimum=1024)

@@ -432,16 +432,16 @@ def trigger_input_build(
     """The trigger input a workflow sees. Only allow-listed headers are kept and
     credentials never are."""
     kept = settings.IOLINKER_TRIGGER_HEADERS
-    return {
-        "method": http_method,
-        "body": body,
-        "query": query,
-        "headers": {
-            name: value
-            for name, value in ((k.lower(), v) for k, v in headers.items())
-            if name in kept and name not in SECRET_HEADERS
-        },
+    stored = {
+        name: value
+        for name, value in ((k.lower(), v) for k, v in headers.items())
+        if name in kept and name not in SECRET_HEADERS
     }
+    for name, value in stored.items():
+        # (WSGI headers are latin-1 text: a NUL is the only character no database takes.)
+        if "\x00" in value:
+            raise ApiError(errors.INVALID_PARAMS, f"Header {name} must not contain NUL")
+    return {"method": http_method, "body": body, "query": query, "headers": stored}
 
 
 def _token_digest(token: str) -> str:

@@ -1,6 +1,4 @@
 import functools
-import json
-import re
 import threading
 
 from django.conf import settings
@@ -9,6 +7,7 @@ from django.urls import get_script_prefix, reverse
 
 from iolinker import errors, responses
 from iolinker.errors import ApiError
+from triggers.body import json_body
 from triggers.models import AuthMode
 from triggers.openapi import openapi_document, openapi_render
 from triggers.services import (
@@ -25,8 +24,6 @@ from workflows.lifecycle import NotCancellable
 from workflows.lifecycle import execution_cancel as execution_cancel_service
 from workflows.selectors import execution_status as execution_status_payload
 from workflows.selectors import execution_wait_final
-
-_LONE_SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 @responses.api_endpoint
@@ -281,17 +278,6 @@ def query_dict(params: QueryDict) -> dict:
     return query
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError(f"number {text[:20]} is out of range")
-    return value
-
-
 def body_reader(environ):
     """How to read a request's body from its WSGI environ.
 
@@ -332,33 +318,3 @@ def body_read(content_length: str | None, read) -> bytes:
         # what was sent.
         raise ApiError(errors.BAD_REQUEST, "Request body is shorter than its Content-Length")
     return raw
-
-
-def json_body(raw: bytes) -> dict:
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError) as exc:
-        message = "Request body is not valid JSON"
-        if isinstance(exc, json.JSONDecodeError):
-            message += f": {exc.msg} at line {exc.lineno} column {exc.colno}"
-        elif isinstance(exc, ValueError):
-            message += f": {exc}"
-        raise ApiError(errors.INVALID_JSON, message) from None
-    if not isinstance(body, dict):
-        raise ApiError(errors.BODY_NOT_OBJECT)
-    # Text the database cannot store (JSON allows both as escapes).
-    if b"\\u0000" in raw:
-        raise ApiError(errors.INVALID_JSON, "Request body must not contain NUL characters")
-    if _LONE_SURROGATE_HINT.search(raw) and not _encodable(body):
-        raise ApiError(errors.INVALID_JSON, "Request body contains an unpaired UTF-16 surrogate")
-    return body
-
-
-def _encodable(value) -> bool:
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

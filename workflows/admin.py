@@ -545,7 +545,11 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.action(description="Re-run selected runs with the same input", permissions=["operate"])
     def rerun_selected(self, request, queryset):
         for execution in queryset:
-            new = lifecycle.execution_rerun(uid=execution.uid)
+            try:
+                new = lifecycle.execution_rerun(uid=execution.uid)
+            except lifecycle.NotRerunnable as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
             self.message_user(request, f"{execution.uid} re-run as {new.uid}.", messages.SUCCESS)
 
     @admin.display(description="Duration")

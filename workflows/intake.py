@@ -14,6 +14,12 @@ from 30 busy threads first), as much as the write itself.
 
 A caller inside a transaction (``inline()`` true) writes its own run at once on
 its own connection, so that the run commits or rolls back with that transaction.
+
+A batch that fails for a reason that may be one run's own (``retry_alone(exc)``:
+a value the database refused, a bug) is written again run by run, so that only
+that run's caller gets the error; a failure of the database itself fails the
+batch at once (retrying 256 runs against a database that is down would only
+make their callers wait).
 """
 
 import logging
@@ -49,12 +55,14 @@ class GroupCommit:
         before_wait: Callable[[], None] = lambda: None,
         when_idle: Callable[[], None] = lambda: None,
         after_error: Callable[[], None] = lambda: None,
+        retry_alone: Callable[[BaseException], bool] = lambda exc: False,
     ):
         self._commit = commit
         self._inline = inline
         self._before_wait = before_wait
         self._when_idle = when_idle
         self._after_error = after_error
+        self._retry_alone = retry_alone
         self._max_batch = max_batch
         self._ready = threading.Condition()
         self._waiting: list[_Pending] = []
@@ -92,14 +100,29 @@ class GroupCommit:
                     self._ready.wait()
                 batch = self._waiting[: self._max_batch]
                 del self._waiting[: self._max_batch]
-            try:
-                self._commit([p.item for p in batch])
-            except BaseException as exc:  # every caller in the batch gets the error
-                for p in batch:
-                    p.error = exc
-                self._call(self._after_error)
+            self._write(batch)
             for p in batch:
                 p.done.release()
+
+    def _write(self, batch: list[_Pending]) -> None:
+        try:
+            self._commit([p.item for p in batch])
+            return
+        except BaseException as exc:
+            self._call(self._after_error)
+            if len(batch) == 1 or not self._retry_alone(exc):
+                for p in batch:  # every caller in the batch gets the error
+                    p.error = exc
+                return
+            logger.warning(
+                "A batch of %s runs failed (%r); writing them one by one", len(batch), exc
+            )
+        for p in batch:
+            try:
+                self._commit([p.item])
+            except BaseException as exc:
+                p.error = exc
+                self._call(self._after_error)
 
     @staticmethod
     def _call(hook: Callable[[], None]) -> None:

@@ -17,6 +17,7 @@ from workflows.services import (
     execution_enqueue,
     execution_insert_and_queue,
 )
+from workflows.storedjson import Unreadable
 
 logger = logging.getLogger(__name__)
 CANCELLED_MESSAGE = "The run was cancelled"
@@ -24,6 +25,11 @@ CANCELLED_MESSAGE = "The run was cancelled"
 
 class NotCancellable(Exception):
     """The run already ended; the message says how."""
+
+
+class NotRerunnable(Exception):
+    """The run's input cannot be read back (workflows/storedjson.py), so it cannot
+    be run again."""
 
 
 def execution_cancel(*, uid: int) -> Execution | None:
@@ -74,6 +80,8 @@ def execution_rerun(*, uid: int) -> Execution | None:
     original = Execution.objects.filter(uid=uid).first()
     if original is None:
         return None
+    if isinstance(original.input, Unreadable):
+        raise NotRerunnable(f"Execution {uid} cannot be re-run: its input is {original.input}")
     return execution_insert_and_queue(
         Execution(
             workflow_id=original.workflow_id,

@@ -4,6 +4,7 @@ from django.db import models
 from django.utils import timezone
 
 from workflows import steps
+from workflows.storedjson import StoredJSONField
 
 key_validator = RegexValidator(
     r"^[a-z_][a-z0-9_]{0,63}$",
@@ -269,8 +270,8 @@ class Execution(models.Model):
     status = models.CharField(
         max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.QUEUED
     )
-    input = models.JSONField(default=dict)
-    output = models.JSONField(null=True, blank=True)
+    input = StoredJSONField(default=dict)
+    output = StoredJSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
@@ -337,8 +338,8 @@ class StepRun(models.Model):
     type = models.CharField(max_length=32)
     status = models.CharField(max_length=16, choices=StepRunStatus.choices)
     attempts = models.PositiveSmallIntegerField(default=1)
-    input = models.JSONField(null=True, blank=True)
-    output = models.JSONField(null=True, blank=True)
+    input = StoredJSONField(null=True, blank=True)
+    output = StoredJSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     logs = models.TextField(blank=True)
     started_at = models.DateTimeField()

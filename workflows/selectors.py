@@ -7,6 +7,7 @@ from django.utils import timezone
 from workflows.ids import uid_at
 from workflows.models import Execution, ExecutionStatus
 from workflows.notify import finished_wait
+from workflows.storedjson import Unreadable
 
 # Runs that count as failures in the admin's counts and success rates.
 FAILURE_STATUSES = [ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT]
@@ -33,12 +34,15 @@ RUN_CODES = {
 def execution_status(execution: Execution) -> dict:
     """A run as its caller sees it (the status endpoint's body)."""
     failed = RUN_CODES[execution.status] != 0
+    data, msg = execution.output if execution.is_final else None, execution.error if failed else ""
+    if isinstance(data, Unreadable):  # (a row stored before intake refused such values)
+        data, msg = None, f"The run's output cannot be read ({data})"
     return {
         "uid": str(execution.uid),
         "status": execution.status,
-        "data": execution.output if execution.is_final else None,
+        "data": data,
         "code": RUN_CODES[execution.status],
-        "msg": execution.error if failed else "",
+        "msg": msg,
         "createdAt": _iso(execution.created_at),
         "startedAt": _iso(execution.started_at),
         "finishedAt": _iso(execution.finished_at),

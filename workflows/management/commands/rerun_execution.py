@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from workflows.lifecycle import execution_rerun
+from workflows.lifecycle import NotRerunnable, execution_rerun
 
 
 class Command(BaseCommand):
@@ -12,7 +12,10 @@ class Command(BaseCommand):
     def handle(self, *args, uid, **options):
         if not uid.isascii() or not uid.isdigit():
             raise CommandError(f"{uid!r} is not an execution uid")
-        execution = execution_rerun(uid=int(uid))
+        try:
+            execution = execution_rerun(uid=int(uid))
+        except NotRerunnable as exc:
+            raise CommandError(str(exc)) from None
         if execution is None:
             raise CommandError(f"No execution {uid}")
         self.stdout.write(str(execution.uid))
