@@ -43,6 +43,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 PY = sys.executable
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+# The database each PostgreSQL backend drops and makes again (one per person when
+# several benchmark on one server).
+PG_DB = os.environ.get("BENCH_PG_DB", "iolinker_bench")
 BACKENDS = ["sqlite", "pg", "pg-redis"]
 
 
@@ -191,7 +194,7 @@ def backend_env(backend: str, workdir: Path) -> dict:
     if backend == "sqlite":
         env["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.sqlite3'}"
     else:
-        env["DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/iolinker_bench"
+        env["DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + PG_DB
         if backend == "pg-redis":
             env["REDIS_URL"] = REDIS_URL
     return env
@@ -204,8 +207,8 @@ def reset_database(backend: str, env: dict) -> None:
         with psycopg.connect(
             PG_ADMIN_URL.replace("postgres://", "postgresql://"), autocommit=True
         ) as c:
-            c.execute("DROP DATABASE IF EXISTS iolinker_bench WITH (FORCE)")
-            c.execute("CREATE DATABASE iolinker_bench")
+            c.execute(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
+            c.execute(f'CREATE DATABASE "{PG_DB}"')
     if backend == "pg-redis":
         import redis
 

@@ -49,6 +49,9 @@ IP_NOT_ALLOWED = ErrorSpec(
 )
 NOT_FOUND = ErrorSpec("requestError.notFound", 404, "API not found")
 METHOD_NOT_ALLOWED = ErrorSpec("requestError.methodNotAllowed", 405, "Method not allowed")
+REQUEST_TIMEOUT = ErrorSpec(
+    "requestError.requestTimeout", 408, "The request body did not arrive in time", frozenset({BODY})
+)
 PAYLOAD_TOO_LARGE = ErrorSpec(
     "requestError.payloadTooLarge", 413, "Request body is too large", frozenset({BODY})
 )

@@ -98,8 +98,15 @@ def api_endpoint(view):
     return wrapper
 
 
+def is_api_path(path: str) -> bool:
+    """Under /v1 (``/v1`` itself and ``//v1/…`` too: Django resolves neither, and
+    their 404 must be the envelope like any other unknown /v1/ URL's)."""
+    path = "/" + path.lstrip("/")
+    return path == "/v1" or path.startswith("/v1/")
+
+
 def _is_api(request: HttpRequest) -> bool:
-    return request.path.startswith("/v1/")
+    return is_api_path(request.path)
 
 
 def handler400(request, exception=None):

@@ -152,6 +152,12 @@ IOLINKER_MAX_BODY_BYTES = env_int("IOLINKER_MAX_BODY_BYTES", 1024 * 1024, minimu
 # the ~1,000 levels at which Python's JSON decoder runs out of stack (a deeper
 # run could be written, but not read back by a worker).
 IOLINKER_MAX_JSON_DEPTH = env_int("IOLINKER_MAX_JSON_DEPTH", 100, minimum=1, maximum=500)
+# The web server's front (iolinker/server.py) reads every request body before it
+# takes a request thread: within this many seconds (else 408; headers get as long),
+# and at most IOLINKER_MAX_BODY_BYTES under /v1/ or IOLINKER_MAX_UPLOAD_BYTES
+# elsewhere (admin forms and workflow imports; larger ones get 413).
+IOLINKER_BODY_READ_TIMEOUT = env_int("IOLINKER_BODY_READ_TIMEOUT", 10, minimum=1, maximum=60)
+IOLINKER_MAX_UPLOAD_BYTES = env_int("IOLINKER_MAX_UPLOAD_BYTES", 10 * 1024 * 1024, minimum=1)
 # Headers (names + values) and query string (decoded keys + values) of a trigger:
 # larger ones get 431 / 414 (the web server refuses far larger ones by itself).
 IOLINKER_MAX_HEADER_BYTES = env_int("IOLINKER_MAX_HEADER_BYTES", 16 * 1024, minimum=1024)

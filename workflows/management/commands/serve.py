@@ -15,8 +15,9 @@ from iolinker.env import env_int, env_str
 
 class Command(BaseCommand):
     help = (
-        "Run the platform in the foreground: the web server (granian, WSGI) and the "
-        "django-q2 workers (qcluster). Ctrl-C stops both."
+        "Run the platform in the foreground: the web server (granian, through the RSGI "
+        "front of iolinker/server.py) and the django-q2 workers (qcluster, restarted "
+        "if it dies). Ctrl-C stops both."
     )
 
     def add_arguments(self, parser):
@@ -42,42 +43,47 @@ class Command(BaseCommand):
         manage = str(Path(settings.BASE_DIR) / "manage.py")
         # `bootstrap` collects static files here; the server needs the folder either way.
         Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+        # Headers get as long as bodies (granian's limit is 60 s); the body deadline
+        # is the front's (IOLINKER_BODY_READ_TIMEOUT), read without holding a thread.
+        header_timeout_ms = min(60_000, settings.IOLINKER_BODY_READ_TIMEOUT * 1000)
         commands = {
             "web": [
                 sys.executable,
                 "-m",
                 "granian",
                 "--interface",
-                "wsgi",
+                "rsgi",
                 "--host",
                 host,
                 "--port",
                 str(port),
                 "--workers",
                 str(web_workers),
-                "--blocking-threads",
-                str(threads),
+                "--http1-header-read-timeout",
+                str(header_timeout_ms),
+                "--no-ws",
                 "--respawn-failed-workers",
                 "--no-access-log",
                 "--static-path-route",
                 "/" + settings.STATIC_URL.strip("/"),
                 "--static-path-mount",
                 str(settings.STATIC_ROOT),
-                "iolinker.wsgi:application",
+                "iolinker.server:application",
             ]
         }
         envs = {
-            "web": {**os.environ, "DB_POOL_SIZE": env_str("WEB_DB_POOL_SIZE", "8")},
+            "web": {
+                **os.environ,
+                "DB_POOL_SIZE": env_str("WEB_DB_POOL_SIZE", "8"),
+                "WEB_THREADS": str(threads),  # the front's request threads
+            },
             "qcluster": {**os.environ, "DB_POOL_SIZE": "0"},
         }
         if not no_qcluster:
             commands["qcluster"] = [sys.executable, manage, "qcluster"]
         # Each child leads its own process group: a terminal's Ctrl-C reaches only this
         # command, which stops the children in order, then clears their groups.
-        procs = {
-            name: subprocess.Popen(cmd, process_group=0, env=envs[name])
-            for name, cmd in commands.items()
-        }
+        procs = {name: _start(cmd, envs[name]) for name, cmd in commands.items()}
         self.stdout.write(
             f"iolinker on http://{host}:{port}/ (admin: /admin/) — "
             f"{', '.join(procs)} started; Ctrl-C stops."
@@ -91,16 +97,65 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         exit_code = 0
+        cluster = _Restarts()
         try:
             while not stopping:
-                for name, proc in procs.items():
-                    if proc.poll() is not None:
-                        self.stderr.write(f"{name} exited with {proc.returncode}; stopping")
-                        exit_code, stopping = 1, True
+                web = procs["web"]
+                if web.poll() is not None:
+                    # granian respawns its own workers: its main process gone is final.
+                    self.stderr.write(f"web exited with {web.returncode}; stopping")
+                    exit_code, stopping = 1, True
+                    break
+                qcluster = procs.get("qcluster")
+                if qcluster is not None and qcluster.poll() is not None:
+                    if cluster.restart_at is None:
+                        _kill_group(qcluster)  # its workers, if the parent died alone
+                        delay = cluster.schedule()
+                        self.stderr.write(
+                            f"qcluster exited with {qcluster.returncode}; the web server "
+                            f"goes on, restarting qcluster in {delay:g} s"
+                        )
+                    elif time.monotonic() >= cluster.restart_at:
+                        procs["qcluster"] = _start(commands["qcluster"], envs["qcluster"])
+                        cluster.started()
+                        self.stderr.write(f"qcluster restarted (pid {procs['qcluster'].pid})")
                 time.sleep(0.2)
         finally:
             _stop_all(procs.values(), grace=20)
         sys.exit(exit_code)
+
+
+class _Restarts:
+    """Back-off for a dying qcluster: 1 s, doubling up to 60 s; a cluster that
+    then stays up for 5 minutes starts again from 1 s."""
+
+    FIRST, LONGEST, STABLE = 1.0, 60.0, 300.0
+
+    def __init__(self):
+        self.delay = self.FIRST
+        self.restart_at: float | None = None
+        self.started_at = time.monotonic()
+
+    def schedule(self) -> float:
+        if time.monotonic() - self.started_at >= self.STABLE:
+            self.delay = self.FIRST
+        delay, self.delay = self.delay, min(self.LONGEST, self.delay * 2)
+        self.restart_at = time.monotonic() + delay
+        return delay
+
+    def started(self) -> None:
+        self.restart_at, self.started_at = None, time.monotonic()
+
+
+def _start(command: list[str], env: dict) -> subprocess.Popen:
+    # Each child leads its own process group: a terminal's Ctrl-C reaches only this
+    # command, which stops the children in order, then clears their groups.
+    return subprocess.Popen(command, process_group=0, env=env)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _stop_all(procs, *, grace: float) -> None:
@@ -111,9 +166,7 @@ def _stop_all(procs, *, grace: float) -> None:
     for proc in procs:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        # Whatever is left of its group (e.g. the workers of a stuck parent).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_group(proc)  # whatever is left of its group (e.g. the workers of a stuck parent)
         proc.wait()
 
 

@@ -1,0 +1,340 @@
+"""The RSGI front: what `manage.py serve` runs in granian, in front of the WSGI app.
+
+Granian's WSGI interface calls the application before the request body has
+arrived, and ``wsgi.input.read()`` then holds a request thread for as long as
+the client takes to send it; granian has no body read timeout (its issue #728).
+32 clients that send headers and then stall froze a web process. Here each
+request's body is read in granian's event loop, where waiting costs no thread,
+within ``IOLINKER_BODY_READ_TIMEOUT`` seconds (408 after) and up to the body limit;
+only a request whose body has fully arrived takes one of the ``WEB_THREADS``
+threads, which run the WSGI application (``iolinker.wsgi.application``: the
+trigger fast path, then Django) exactly as granian's WSGI interface did.
+
+This module owns what a WSGI server owns: the environ (header names with an
+underscore are dropped, as gunicorn does: ``X_Forwarded_For`` would otherwise
+become ``HTTP_X_FORWARDED_FOR`` and override the real ``X-Forwarded-For``),
+refusing a body cut short or malformed (400), and sending the application's
+answer (lists and Django responses in one piece; streaming responses chunk by
+chunk). Answers are the WSGI application's, byte for byte.
+"""
+
+import asyncio
+import collections
+import functools
+import io
+import itertools
+import logging
+import queue
+import sys
+import threading
+
+from django.conf import settings
+
+from iolinker import errors, responses
+from iolinker.env import env_int
+from iolinker.wsgi import application as wsgi_application  # sets Django up
+
+logger = logging.getLogger("iolinker.server")
+
+try:
+    from granian.rsgi import ProtocolClosed, ProtocolError
+
+    _BODY_ERRORS: tuple[type[BaseException], ...] = (ProtocolClosed, ProtocolError)
+except ImportError:  # granian is the server; without it (tests of parts) nothing raises these
+    _BODY_ERRORS = ()
+
+# What granian's WSGI interface put in every environ (minus its copy of os.environ).
+_BASE_ENVIRON = {
+    "GATEWAY_INTERFACE": "CGI/1.1",
+    "SCRIPT_NAME": "",
+    "SERVER_SOFTWARE": "Granian",
+    "wsgi.errors": sys.stderr,
+    "wsgi.input_terminated": True,
+    "wsgi.multiprocess": False,
+    "wsgi.multithread": True,
+    "wsgi.run_once": False,
+    "wsgi.version": (1, 0),
+}
+_PROTOCOLS = {"1": "HTTP/1.0", "1.1": "HTTP/1.1", "2": "HTTP/2", "3": "HTTP/3"}
+
+
+class _Refused(Exception):
+    """A request answered by the front itself, before it takes a thread."""
+
+    def __init__(self, spec: errors.ErrorSpec, message: str | None = None):
+        self.spec, self.message = spec, message
+
+
+@functools.cache
+def _environ_key(name: str) -> str | None:
+    """The environ key of a (lower-case) header name; None drops the header."""
+    if "_" in name:
+        return None
+    if name in ("content-type", "content-length"):
+        return name.upper().replace("-", "_")
+    return "HTTP_" + name.upper().replace("-", "_")
+
+
+@functools.cache
+def _status_code(status: str) -> int:
+    return int(status.split(" ", 1)[0])
+
+
+def _wsgi_str(text: str) -> str:
+    """PEP 3333's "bytes as latin-1" form of a path or query granian decoded as UTF-8."""
+    return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def _expire(task: asyncio.Task, expired: list) -> None:
+    expired.append(True)
+    task.cancel()
+
+
+def _resolve(done: asyncio.Future) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
+def _no_write(data: bytes) -> None:
+    raise NotImplementedError("the WSGI write() callable is not supported")
+
+
+class RsgiFront:
+    """Read the body in the event loop, then run ``app`` (WSGI) in a thread pool."""
+
+    def __init__(self, app):
+        self.app = app
+        self.requests: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+        self.finished: collections.deque = collections.deque()
+        self.wake_pending = False
+
+    def __rsgi_init__(self, loop) -> None:
+        self.loop = loop
+        # The request threads live as long as the process: handing a request over
+        # is one queue put (no executor bookkeeping), and each thread answers its
+        # request itself (granian's response calls are thread-safe), so the
+        # caller's answer never waits for the event loop to get the GIL back.
+        for n in range(env_int("WEB_THREADS", 32, minimum=1)):  # `serve --threads`
+            thread = threading.Thread(target=self._serve, name=f"request-{n}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        self.timeout = settings.IOLINKER_BODY_READ_TIMEOUT
+        self.api_limit = settings.IOLINKER_MAX_BODY_BYTES
+        self.upload_limit = settings.IOLINKER_MAX_UPLOAD_BYTES
+
+    def __rsgi_del__(self, loop) -> None:
+        for _ in self.threads:
+            self.requests.put(None)
+
+    async def __rsgi__(self, scope, proto) -> None:
+        if scope.proto != "http":  # websockets: `serve` turns them off; refuse any anyway
+            proto.close(403)
+            return
+        environ = self._environ(scope)
+        try:
+            body = await self._read_body(environ, proto, scope.http_version)
+        except _Refused as refused:
+            self._refuse(proto, refused.spec, refused.message)
+            return
+        environ["wsgi.input"] = io.BytesIO(body)
+        done = self.loop.create_future()
+        self.requests.put((environ, proto, done))
+        # Returning sooner would make granian answer 500 for a request not yet answered.
+        await done
+
+    def _serve(self) -> None:
+        """A request thread: run each request handed over, answer it, wake its task."""
+        while (work := self.requests.get()) is not None:
+            environ, proto, done = work
+            try:
+                answer = self._call(environ, proto)
+                if answer is not None:
+                    proto.response_bytes(*answer)
+            except Exception:
+                logger.exception("WSGI application failed on %s", environ["PATH_INFO"])
+                self._refuse(proto, errors.INTERNAL)  # ignored if an answer went out
+            finally:
+                self._finish(done)
+
+    def _finish(self, done: asyncio.Future) -> None:
+        """Wake a finished request's task. The answer has gone out already, so
+        under load one wake-up of the event loop ends every task finished since
+        the last one (each wake-up costs a pipe write and the GIL)."""
+        self.finished.append(done)
+        if not self.wake_pending:
+            self.wake_pending = True
+            self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        self.wake_pending = False  # before draining: a later append schedules another wake
+        finished = self.finished
+        while finished:
+            _resolve(finished.popleft())
+
+    def _environ(self, scope) -> dict:
+        server, _, port = scope.server.rpartition(":")
+        environ = {
+            **_BASE_ENVIRON,
+            "SERVER_PROTOCOL": _PROTOCOLS.get(scope.http_version, "HTTP/1.1"),
+            "SERVER_NAME": server,
+            "SERVER_PORT": port,
+            "REMOTE_ADDR": scope.client.rpartition(":")[0].strip("[]"),
+            "REQUEST_METHOD": scope.method,
+            "PATH_INFO": _wsgi_str(scope.path),
+            "QUERY_STRING": _wsgi_str(scope.query_string),
+            "wsgi.url_scheme": scope.scheme,
+        }
+        for name, value in scope.headers.items():
+            key = _environ_key(name)
+            if key is None:
+                continue
+            if key in environ:
+                environ[key] += "," + value  # repeated fields, joined as granian did
+            else:
+                environ[key] = value
+        return environ
+
+    async def _read_body(self, environ: dict, proto, http_version: str) -> bytes:
+        """The whole body, read within the deadline and up to the limit.
+
+        Over the limit under /v1/, the application gets what it needs to answer
+        413 in its own order of checks (a declared length and no body, or the
+        first limit + 1 bytes): the same answer as before, never a thread held
+        by a read.
+        """
+        is_api = responses.is_api_path(environ["PATH_INFO"])
+        limit = self.api_limit if is_api else self.upload_limit
+        length = environ.get("CONTENT_LENGTH")
+        if length is not None:
+            if not length.isdigit():
+                return b""  # the application answers 400 (granian refuses most itself)
+            declared = int(length)
+            if declared == 0:
+                return b""
+            if declared > limit:
+                if is_api:
+                    return b""
+                raise _Refused(errors.PAYLOAD_TOO_LARGE)
+            try:
+                body = await self._in_time(proto())
+            except _BODY_ERRORS:
+                body = b""
+            if len(body) != declared:
+                raise _Refused(
+                    errors.BAD_REQUEST, "Request body is shorter than its Content-Length"
+                )
+            return body
+        if "HTTP_TRANSFER_ENCODING" not in environ and http_version != "2":
+            return b""  # HTTP/1 without Content-Length or chunked encoding: no body
+        body = await self._in_time(self._read_stream(proto, limit))
+        if len(body) > limit and not is_api:
+            raise _Refused(errors.PAYLOAD_TOO_LARGE)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return body
+
+    async def _in_time(self, reading):
+        """Await ``reading`` within the body deadline, else 408.
+
+        One timer handle that cancels the task: a third of what asyncio.timeout()
+        costs (measured 16 µs a request), on the path of every trigger.
+        """
+        task = asyncio.current_task()
+        expired: list[bool] = []
+        timer = self.loop.call_at(self.loop.time() + self.timeout, _expire, task, expired)
+        try:
+            return await reading
+        except asyncio.CancelledError:
+            if not expired:
+                raise
+            task.uncancel()
+            raise _Refused(errors.REQUEST_TIMEOUT) from None
+        finally:
+            timer.cancel()
+
+    async def _read_stream(self, proto, limit: int) -> bytes:
+        """A body of unknown length (chunked, HTTP/2), up to limit + 1 bytes.
+
+        Granian's body iterator yields b"" once at the end; a broken body (cut
+        before its last chunk, a malformed chunk size) yields an extra b"" in its
+        place (so do trailer fields, which no caller sends us: refused alike).
+        """
+        chunks, size, empty = [], 0, 0
+        try:
+            async for chunk in proto:
+                if not chunk:
+                    empty += 1
+                    if empty > 1:
+                        break
+                    continue
+                if empty:  # data after an empty chunk: the body is not what was sent
+                    empty = 2
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    return b"".join(chunks)[: limit + 1]
+        except _BODY_ERRORS:
+            empty = 2
+        if empty != 1:
+            raise _Refused(
+                errors.BAD_REQUEST, "Request body is incomplete (a chunked body cut or malformed)"
+            )
+        return b"".join(chunks)
+
+    def _call(self, environ: dict, proto):
+        """In a request thread: run the application; its whole answer, or None
+        when it was streamed from here."""
+        started = []
+
+        def start_response(status, headers, exc_info=None):
+            if exc_info and started:
+                raise exc_info[1].with_traceback(exc_info[2])
+            started[:] = (status, headers)
+            return _no_write
+
+        result = self.app(environ, start_response)
+        try:
+            if isinstance(result, (list, tuple)) or not getattr(result, "streaming", True):
+                body = b"".join(result)
+                status, headers = started
+                return _status_code(status), headers, body
+            self._stream(result, started, proto)
+            return None
+        finally:
+            if hasattr(result, "close"):
+                result.close()  # in this thread: Django's request_finished closes its connections
+
+    def _stream(self, result, started, proto) -> None:
+        """Send a streaming answer (a generator, Django's StreamingHttpResponse)."""
+        chunks = iter(result)
+        first = next(chunks, None)  # start_response may wait for the first chunk
+        status, headers = started
+
+        async def start():
+            return proto.response_stream(_status_code(status), headers)
+
+        async def send(stream, data):
+            await stream.send_bytes(data)
+
+        stream = asyncio.run_coroutine_threadsafe(start(), self.loop).result()
+        try:
+            for chunk in itertools.chain([first] if first is not None else [], chunks):
+                if chunk:  # one chunk in flight at a time, sent by the event loop
+                    asyncio.run_coroutine_threadsafe(send(stream, chunk), self.loop).result()
+        except _BODY_ERRORS:
+            pass  # the client went away: stop producing
+
+    def _refuse(self, proto, spec: errors.ErrorSpec, message: str | None = None) -> None:
+        body = responses.error_body(spec, message)
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            *responses.SECURITY_HEADERS,
+            # The rest of the body may still be on its way: this connection is done.
+            ("Connection", "close"),
+        ]
+        proto.response_bytes(spec.status, headers, body)
+
+
+application = RsgiFront(wsgi_application)

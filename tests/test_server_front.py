@@ -1,0 +1,190 @@
+"""The RSGI front (iolinker/server.py) in-process, with a stand-in for granian's
+protocol object: the environ it builds, how it reads bodies, and how it sends
+lists, Django responses and streaming answers (close() called in the request
+thread). The real server is tested in tests/reliability/test_slow_clients.py."""
+
+import asyncio
+import json
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from iolinker.server import RsgiFront
+
+
+class FakeProto:
+    """granian's RSGIHTTPProtocol as the front uses it: the body as chunks (None
+    stands for a broken stream: granian yields b"" in its place), answers recorded."""
+
+    def __init__(self, chunks=(b"",), *, whole: bytes | None = None):
+        self.chunks, self.whole = list(chunks), whole
+        self.answer, self.streamed = None, []
+
+    async def __call__(self):
+        return self.whole if self.whole is not None else b"".join(c or b"" for c in self.chunks)
+
+    def __aiter__(self):
+        return self._iterate()
+
+    async def _iterate(self):
+        for chunk in self.chunks:
+            yield b"" if chunk is None else chunk
+        yield b""
+
+    def response_bytes(self, status, headers, body):
+        self.answer = (status, headers, body)
+
+    def response_stream(self, status, headers):
+        self.answer = (status, headers, None)
+        proto = self
+
+        class Stream:
+            async def send_bytes(self, data):
+                proto.streamed.append(data)
+
+        return Stream()
+
+
+def scope(method="POST", path="/v1/api/shop/order/async", headers=(), query="", version="1.1"):
+    return SimpleNamespace(
+        proto="http",
+        http_version=version,
+        server="127.0.0.1:8000",
+        client="10.1.2.3:5555",
+        scheme="http",
+        method=method,
+        path=path,
+        query_string=query,
+        headers=SimpleNamespace(items=lambda: list(headers)),
+    )
+
+
+def serve(app, a_scope, proto) -> None:
+    front = RsgiFront(app)
+    loop = asyncio.new_event_loop()
+    try:
+        front.__rsgi_init__(loop)
+        loop.run_until_complete(front.__rsgi__(a_scope, proto))
+    finally:
+        front.__rsgi_del__(loop)
+        loop.close()
+
+
+def echo_environ(seen: dict):
+    def app(environ, start_response):
+        seen.update(environ, body=environ["wsgi.input"].read(), thread=threading.get_ident())
+        start_response("202 Accepted", [("Content-Type", "application/json")])
+        return [b'{"ok":', b"1}"]
+
+    return app
+
+
+def test_the_environ_drops_underscore_headers_and_keeps_wsgi_strings():
+    seen = {}
+    headers = [
+        ("host", "a.example"),
+        ("x-forwarded-for", "198.51.100.1"),
+        ("x_forwarded_for", "203.0.113.7"),
+        ("x-forwarded_for", "203.0.113.8"),
+        ("accept", "a"),
+        ("accept", "b"),
+        ("content-type", "application/json"),
+        ("content-length", "2"),
+    ]
+    proto = FakeProto(whole=b"{}")
+    serve(echo_environ(seen), scope(path="/v1/é", headers=headers, query="q=é"), proto)
+    assert seen["HTTP_X_FORWARDED_FOR"] == "198.51.100.1"
+    assert not [k for k in seen if "FORWARDED" in k and k != "HTTP_X_FORWARDED_FOR"]
+    assert seen["HTTP_ACCEPT"] == "a,b"  # repeated fields joined, as granian's WSGI did
+    assert (seen["CONTENT_TYPE"], seen["CONTENT_LENGTH"]) == ("application/json", "2")
+    assert "HTTP_CONTENT_LENGTH" not in seen
+    assert seen["PATH_INFO"] == "/v1/é".encode().decode("latin-1")  # PEP 3333
+    assert seen["QUERY_STRING"] == "q=é".encode().decode("latin-1")
+    assert (seen["REMOTE_ADDR"], seen["SERVER_NAME"], seen["SERVER_PORT"]) == (
+        "10.1.2.3",
+        "127.0.0.1",
+        "8000",
+    )
+    assert seen["body"] == b"{}" and seen["thread"] != threading.get_ident()
+    assert proto.answer == (202, [("Content-Type", "application/json")], b'{"ok":1}')
+
+
+def test_a_chunked_body_is_given_whole_with_its_length():
+    seen = {}
+    proto = FakeProto([b'{"a"', b": 1}"])
+    serve(echo_environ(seen), scope(headers=[("transfer-encoding", "chunked")]), proto)
+    assert seen["body"] == b'{"a": 1}' and seen["CONTENT_LENGTH"] == "8"
+    assert proto.answer[0] == 202
+
+
+@pytest.mark.parametrize("chunks", [[b'{"a"', None], [None], [b"{", None, b"}"]])
+def test_a_broken_chunked_body_is_400_and_never_reaches_the_application(chunks):
+    seen = {}
+    proto = FakeProto(chunks)
+    serve(echo_environ(seen), scope(headers=[("transfer-encoding", "chunked")]), proto)
+    assert not seen
+    status, headers, body = proto.answer
+    assert status == 400 and ("Connection", "close") in headers
+    assert json.loads(body)["response"]["error"]["code"] == "requestError.badRequest"
+
+
+def test_a_body_shorter_than_its_content_length_is_400():
+    seen = {}
+    proto = FakeProto(whole=b"{")
+    serve(echo_environ(seen), scope(headers=[("content-length", "2")]), proto)
+    assert not seen and proto.answer[0] == 400
+
+
+def test_over_the_limit_under_v1_the_application_answers_in_its_own_order(settings):
+    seen = {}
+    too_long = str(settings.IOLINKER_MAX_BODY_BYTES + 1)
+    proto = FakeProto(whole=b"never read")
+    serve(echo_environ(seen), scope(headers=[("content-length", too_long)]), proto)
+    assert seen["CONTENT_LENGTH"] == too_long and seen["body"] == b""
+    # Elsewhere (the admin) the front answers 413 itself.
+    seen.clear()
+    too_long = str(settings.IOLINKER_MAX_UPLOAD_BYTES + 1)
+    proto = FakeProto(whole=b"never read")
+    serve(echo_environ(seen), scope(path="/admin/x", headers=[("content-length", too_long)]), proto)
+    assert not seen and proto.answer[0] == 413
+
+
+def test_a_streaming_answer_is_sent_chunk_by_chunk_and_closed_in_its_thread():
+    closed = []
+
+    class Streaming:
+        def __init__(self):
+            self.thread = None
+
+        def __iter__(self):
+            self.thread = threading.get_ident()
+            yield b"a"
+            yield b""
+            yield b"bc"
+
+        def close(self):
+            closed.append(threading.get_ident())
+
+    result = Streaming()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return result
+
+    proto = FakeProto()
+    serve(app, scope(method="GET", path="/admin/export"), proto)
+    assert proto.answer == (200, [("Content-Type", "text/plain")], None)
+    assert proto.streamed == [b"a", b"bc"]
+    assert closed == [result.thread]
+
+
+def test_an_application_error_is_the_500_envelope():
+    def app(environ, start_response):
+        raise RuntimeError("boom")
+
+    proto = FakeProto()
+    serve(app, scope(method="GET"), proto)
+    status, _, body = proto.answer
+    assert status == 500
+    assert json.loads(body)["response"]["error"]["code"] == "serverError.internal"
