@@ -151,7 +151,7 @@ def test_a_trigger_answers_202_with_the_uid_and_location(apis):
         "example": {"sku": "A-1", "qty": 2},
     }
     assert {"$ref": "#/components/parameters/IdempotencyKey"} in operation["parameters"]
-    assert set(operation["responses"]) == {"202", *TRIGGER_ERRORS, "413"}
+    assert set(operation["responses"]) == {"202", *TRIGGER_ERRORS, "413", "408"}
 
 
 # What each operation can answer besides its successes (iolinker/errors.py, `on`).
@@ -167,18 +167,25 @@ def responses_of(document, path):
 
 def test_every_operation_lists_each_status_its_code_paths_can_answer(apis):
     document = fetch()
-    assert responses_of(document, "/v1/api/shop/order/async") == {"202", *TRIGGER_ERRORS, "413"}
+    assert responses_of(document, "/v1/api/shop/order/async") == {
+        "202",
+        *TRIGGER_ERRORS,
+        "413",
+        "408",
+    }
     assert responses_of(document, "/v1/api/shop/order/sync") == {
         "200",
         "202",
         *TRIGGER_ERRORS,
         "413",
+        "408",
     }
     # No body: no 413; no authentication: no 401.
     assert responses_of(document, "/v1/api/shop/stock/async") == {"202", *TRIGGER_ERRORS}
     assert responses_of(document, "/v1/api/hooks/ping/async") == {
         "202",
         "413",
+        "408",
         *TRIGGER_ERRORS - {"401"},
     }
     for name in ("shop/order", "shop/stock"):
@@ -213,11 +220,11 @@ def test_a_status_with_a_contract_header_documents_it(apis):
 
 def test_a_new_error_is_one_line_in_the_table_and_documented_where_it_says(apis, monkeypatch):
     document = fetch()
-    assert "408" not in responses_of(document, "/v1/api/shop/order/async")
+    assert "415" not in responses_of(document, "/v1/api/shop/order/async")
     monkeypatch.setattr(
         errors,
-        "BODY_TIMEOUT",
-        ErrorSpec("requestError.bodyTimeout", 408, "Body too slow", frozenset({errors.BODY})),
+        "UNSUPPORTED",
+        ErrorSpec("requestError.unsupported", 415, "Unsupported", frozenset({errors.BODY})),
         raising=False,
     )
     monkeypatch.setattr(
@@ -225,11 +232,11 @@ def test_a_new_error_is_one_line_in_the_table_and_documented_where_it_says(apis,
     )
     document = fetch()
     validate(document)
-    assert "408" in responses_of(document, "/v1/api/shop/order/async")  # POST: a body
-    assert "408" not in responses_of(document, "/v1/api/shop/stock/async")  # GET
-    assert "408" not in responses_of(document, "/v1/api/shop/order/executions/{uid}")
+    assert "415" in responses_of(document, "/v1/api/shop/order/async")  # POST: a body
+    assert "415" not in responses_of(document, "/v1/api/shop/stock/async")  # GET
+    assert "415" not in responses_of(document, "/v1/api/shop/order/executions/{uid}")
     assert (
-        "requestError.bodyTimeout" in document["components"]["responses"]["Error408"]["description"]
+        "requestError.unsupported" in document["components"]["responses"]["Error415"]["description"]
     )
     # Without `on`, everywhere until it says where.
     assert all("418" in operation["responses"] for operation in operations(document))
