@@ -20,6 +20,7 @@ chunk). Answers are the WSGI application's, byte for byte.
 
 import asyncio
 import collections
+import contextlib
 import functools
 import io
 import itertools
@@ -153,7 +154,9 @@ class RsgiFront:
                     proto.response_bytes(*answer)
             except Exception:
                 logger.exception("WSGI application failed on %s", environ["PATH_INFO"])
-                self._refuse(proto, errors.INTERNAL)  # ignored if an answer went out
+                # Fails where an answer already went out; the thread must live on.
+                with contextlib.suppress(Exception):
+                    self._refuse(proto, errors.INTERNAL)
             finally:
                 self._finish(done)
 

@@ -238,3 +238,10 @@ def test_outbound_urls_with_secrets_are_not_logged(caplog):
     assert len(server.requests) == 2
     assert "SECRET" not in caplog.text
     assert all("SECRET" not in json.dumps(r.getMessage()) for r in caplog.records)
+
+
+@pytest.mark.parametrize("ip", ["::7f00:1", "::a00:1", "fec0::1", "64:ff9b:1::a00:1"])
+def test_addresses_python_calls_global_but_are_not_public_are_refused(ip):
+    # IPv4-compatible ::a.b.c.d, site-local fec0::/10 and the local-use NAT64 prefix:
+    # Python 3.11's is_global says True for each (found by review).
+    assert address_refusal(ip) is not None

@@ -20,7 +20,9 @@ import httpcore
 import httpx
 from django.conf import settings
 
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Well-known and local-use NAT64 prefixes (RFC 6052, RFC 8215): the IPv4 address they carry is
+# what such an address reaches.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
 class OutboundRefused(Exception):
@@ -34,7 +36,7 @@ def _candidates(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list:
     if address.ipv4_mapped is not None:
         return [address.ipv4_mapped]
     found = [address]
-    if address in _NAT64:
+    if any(address in net for net in _NAT64):
         found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
     if address.sixtofour is not None:
         found.append(address.sixtofour)
@@ -60,8 +62,14 @@ def address_refusal(ip: str) -> str | None:
     allowed = settings.IOLINKER_OUTBOUND_ALLOW
     if any(c in net for c in candidates for net in allowed if c.version == net.version):
         return None
-    for candidate in candidates:
-        if not candidate.is_global or candidate.is_multicast:
+    for candidate in reversed(candidates):  # what it reaches names the refusal
+        # is_global misses some on Python 3.11 (IPv4-compatible ::a.b.c.d, site-local fec0::/10).
+        if (
+            not candidate.is_global
+            or candidate.is_multicast
+            or candidate.is_reserved
+            or getattr(candidate, "is_site_local", False)
+        ):
             return (
                 f"{address} is a {_kind(candidate)} address: outbound requests go only "
                 "to public addresses unless IOLINKER_OUTBOUND_ALLOW lists it"
