@@ -18,14 +18,11 @@ from django.conf import settings
 
 from iolinker import errors
 from iolinker.errors import ApiError
-from workflows.storedjson import unstorable_reason
+from workflows.storedjson import escapes_may_be_unstorable, unstorable_reason
 
 _UTF8_BOM = "\ufeff"
-# In the JSON text, the escapes that can make a NUL or a surrogate (raw ones are
-# refused by the strict UTF-8 decoding and the JSON parser): only bodies holding
-# one pay for a look at the decoded value.
-_NUL_ESCAPE = "\\u0000"
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# Raw NULs and surrogates are refused by the strict UTF-8 decoding and the JSON
+# parser; escaped ones are found by the hint of workflows/storedjson.py.
 # For the depth: brackets become ( and ), quotes stay, every other byte goes.
 _BRACKETS = bytes.maketrans(b"[{]}", b"(())")
 _NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'"[]{}')
@@ -54,7 +51,7 @@ def json_body(raw: bytes) -> dict:
     limit = settings.IOLINKER_MAX_JSON_DEPTH
     if json_too_deep(raw, limit):
         raise ApiError(errors.INVALID_JSON, f"Request body is nested deeper than {limit} levels")
-    if "\\u" in text and (_NUL_ESCAPE in text or _SURROGATE_ESCAPE.search(text)):
+    if escapes_may_be_unstorable(text):
         reason = unstorable_reason(body)
         if reason is not None:
             raise ApiError(errors.INVALID_JSON, f"Request body {reason}")

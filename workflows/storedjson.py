@@ -16,10 +16,17 @@ import re
 
 from django.db import models
 
-# How json.dumps (ensure_ascii) writes a NUL character and a UTF-16 surrogate:
-# only text holding one of these needs the precise (slower) look.
+# How JSON text escapes a NUL character and a UTF-16 surrogate (json.dumps writes
+# lower case, callers may write either): only text holding one of these needs the
+# precise (slower) look.
 _NUL_ESCAPE = "\\u0000"
-_SURROGATE_ESCAPE = re.compile(r"\\ud[89a-f]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def escapes_may_be_unstorable(text: str) -> bool:
+    """A cheap hint on JSON text: True when its value may hold a NUL or an unpaired
+    surrogate (then ``unstorable_reason`` of the decoded value decides)."""
+    return "\\u" in text and (_NUL_ESCAPE in text or _SURROGATE_ESCAPE.search(text) is not None)
 
 
 class Unstorable(ValueError):
@@ -71,7 +78,7 @@ def stored_text(value) -> str:
         raise Unstorable("is nested too deeply") from None
     except (TypeError, ValueError) as exc:
         raise Unstorable(f"is not JSON: {exc}") from None
-    if _NUL_ESCAPE in text or _SURROGATE_ESCAPE.search(text):
+    if escapes_may_be_unstorable(text):
         # (Also a literal backslash before "u0000", or a surrogate pair: look closer.)
         reason = unstorable_reason(value)
         if reason is not None:
