@@ -76,6 +76,24 @@ def _environ_key(name: str) -> str | None:
     return "HTTP_" + name.upper().replace("-", "_")
 
 
+def _undecodable_values(headers, environ: dict) -> None:
+    """Header fields whose value is not visible ASCII: granian lists their names
+    but hands over no value (it cannot decode the bytes), so without this they
+    would vanish, and an Idempotency-Key of other bytes would silently start a
+    second run. Under /v1/ the call is refused (400, naming the field); elsewhere
+    (the admin, a browser's stray cookie) the value becomes U+FFFD, never a value
+    the sender did not write."""
+    for name in headers.keys():  # noqa: SIM118 (granian's Headers, not a dict)
+        key = _environ_key(name)
+        if key is None or headers.get_all(name):
+            continue
+        if responses.is_api_path(environ["PATH_INFO"]):
+            raise _Refused(
+                errors.BAD_REQUEST, f"Header {name} has a value that is not printable ASCII"
+            )
+        environ[key] = "\ufffd"
+
+
 @functools.cache
 def _status_code(status: str) -> int:
     return int(status.split(" ", 1)[0])
@@ -132,8 +150,8 @@ class RsgiFront:
         if scope.proto != "http":  # websockets: `serve` turns them off; refuse any anyway
             proto.close(403)
             return
-        environ = self._environ(scope)
         try:
+            environ = self._environ(scope)
             body = await self._read_body(environ, proto, scope.http_version)
         except _Refused as refused:
             self._refuse(proto, refused.spec, refused.message)
@@ -188,14 +206,20 @@ class RsgiFront:
             "QUERY_STRING": _wsgi_str(scope.query_string),
             "wsgi.url_scheme": scope.scheme,
         }
-        for name, value in scope.headers.items():
+        headers = scope.headers
+        before, underscored = len(environ), ()
+        for name, value in headers.items():
             key = _environ_key(name)
             if key is None:
+                underscored = {*underscored, name}  # rare: a set only when needed
                 continue
             if key in environ:
                 environ[key] += "," + value  # repeated fields, joined as granian did
             else:
                 environ[key] = value
+        if len(environ) - before + len(underscored) != len(headers):
+            # A name granian counts but gives no value for: look closer (rare).
+            _undecodable_values(headers, environ)
         return environ
 
     async def _read_body(self, environ: dict, proto, http_version: str) -> bytes:

@@ -232,6 +232,29 @@ def test_v1_and_double_slash_urls_answer_the_json_404_over_the_wire():
         platform.stop()
 
 
+def test_a_non_ascii_idempotency_key_is_400_over_the_wire_and_starts_nothing():
+    """granian passes no value for header bytes it cannot decode: the key used to
+    vanish and the call was accepted as one without a key (schemathesis, seed 19)."""
+    api = make_api(make_workflow("keys", STEPS), auth_mode=AuthMode.NONE)
+    platform = serve()
+    try:
+        head = (
+            (
+                f"POST {api.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                "Content-Length: 2\r\nIdempotency-Key: "
+            ).encode()
+            + "×ø".encode()
+            + b"\r\n\r\n{}"
+        )
+        answer = parse(raw_http(platform.port, head))
+        assert answer[0] == 400, answer
+        assert error_code(answer) == "requestError.badRequest"
+        assert b"idempotency-key" in answer[2]
+        assert not Execution.objects.exists()
+    finally:
+        platform.stop()
+
+
 def test_serve_restarts_a_dead_qcluster_and_the_web_server_goes_on(broker):
     api = make_api(make_workflow("restart", STEPS), auth_mode=AuthMode.NONE)
     platform = serve(broker, qcluster=True)
