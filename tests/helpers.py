@@ -310,11 +310,16 @@ class TcpProxy:
 
 def raw_http(port: int, data: bytes, *, half_close: bool = False, timeout: float = 10) -> bytes:
     """Send bytes as they are to a local server; everything it answers until it
-    closes the connection (or ``timeout``)."""
+    closes the connection (or ``timeout``). A server may answer and close before
+    it has read everything (431 to megabytes of headers): the send then fails with
+    a broken pipe, and its answer is still read."""
     with socket.create_connection(("127.0.0.1", port), timeout) as sock:
-        sock.sendall(data)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
+        try:
+            sock.sendall(data)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
         answer = b""
         with contextlib.suppress(TimeoutError, ConnectionResetError):
             while chunk := sock.recv(65536):
