@@ -66,6 +66,9 @@ HEADERS_TOO_LARGE = ErrorSpec(
 EXECUTION_FINISHED = ErrorSpec(
     "requestError.executionFinished", 409, "The run already ended", frozenset({CANCEL})
 )
+# The management API (/v1/manage/): a request its target's state refuses (a run
+# whose stored input cannot be read back cannot be re-run).
+CONFLICT = ErrorSpec("requestError.conflict", 409, "Conflict with the current state", frozenset())
 IDEMPOTENCY_KEY_INVALID = ErrorSpec(
     "requestError.invalidParams",
     400,

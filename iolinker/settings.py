@@ -50,6 +50,12 @@ INSTALLED_APPS = [
     "django_q",
     "workflows",
     "triggers",
+    # The management API (/v1/manage/, triggers/manage/): its settings are on its views.
+    "rest_framework",
+    "knox",  # staff tokens, stored hashed
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served locally
 ]
 
 MIDDLEWARE = [

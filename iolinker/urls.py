@@ -8,6 +8,7 @@ admin.site.index_title = "APIs and workflows"
 
 urlpatterns = [
     path("", include("triggers.urls")),
+    path("", include("triggers.manage.urls")),  # /v1/manage/: the management API
     path("admin/", admin.site.urls),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]

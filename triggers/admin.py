@@ -286,14 +286,11 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
-        password = form.cleaned_data.get("password")
-        if obj.auth_mode == AuthMode.PASSWORD and password:
-            services.api_set_password(api=obj, user=obj.auth_user, password=password)
-        if obj.auth_mode == AuthMode.TOKEN and not obj.token_hash:
-            self._show_new_token(request, obj, services.api_set_token(api=obj))
-        if obj.callback_url and not obj.callback_secret:
-            secret = callbacks.api_rotate_callback_secret(api=obj)
-            self._show_new_callback_secret(request, obj, secret)
+        issued = services.api_secrets_issue(api=obj, password=form.cleaned_data.get("password"))
+        if "token" in issued:
+            self._show_new_token(request, obj, issued["token"])
+        if "callbackSecret" in issued:
+            self._show_new_callback_secret(request, obj, issued["callbackSecret"])
 
     def _show_new_callback_secret(self, request, obj, secret: str) -> None:
         self.message_user(

@@ -17,7 +17,7 @@ from django.utils import timezone
 from iolinker import errors
 from iolinker.errors import ApiError
 from triggers import throttle
-from triggers.callbacks import callback_apis_forget
+from triggers.callbacks import api_rotate_callback_secret, callback_apis_forget
 from triggers.models import ApiDefinition, AuthMode, IdempotencyKey
 from triggers.stats import trigger_refusal_record
 from workflows.models import Execution
@@ -357,6 +357,22 @@ def api_set_token(*, api: ApiDefinition) -> str:
     api.token_hash = _token_digest(token)
     api.save(update_fields=["token_hash", "updated_at"])
     return token
+
+
+def api_secrets_issue(*, api: ApiDefinition, password: str | None = None) -> dict[str, str]:
+    """After an API is saved (the admin's form, the management API): store a new
+    password when one is given for user + password authentication, give a token
+    API without a token its first one, and an API with a callback URL but no
+    signing secret its secret. Returns the new secrets by name (``token``,
+    ``callbackSecret``): the only time they are readable."""
+    issued = {}
+    if api.auth_mode == AuthMode.PASSWORD and password:
+        api_set_password(api=api, user=api.auth_user, password=password)
+    if api.auth_mode == AuthMode.TOKEN and not api.token_hash:
+        issued["token"] = api_set_token(api=api)
+    if api.callback_url and not api.callback_secret:
+        issued["callbackSecret"] = api_rotate_callback_secret(api=api)
+    return issued
 
 
 def api_set_enabled(*, apis, enabled: bool) -> int:

@@ -297,6 +297,18 @@ def workflow_import(*, document: dict, name: str | None = None, replace: bool = 
     return workflow
 
 
+def workflows_import(*, documents: list, name: str | None = None, replace: bool = False, user=None):
+    """Import several export documents (what Export writes for a selection): all
+    or none, each as workflow_import does; returns the workflows."""
+    from django.db import transaction
+
+    with transaction.atomic():
+        return [
+            workflow_import(document=document, name=name, replace=replace, user=user)
+            for document in documents
+        ]
+
+
 def _step_fields(step: dict) -> dict:
     fields = {"key": step["key"], "type": step["type"], "config": step.get("config", {})}
     for name in SPEC_OPTIONS:

@@ -1,0 +1,42 @@
+"""What every management view shares, set on the views rather than in
+``REST_FRAMEWORK`` so that the trigger views' DRF settings stay their own:
+staff authentication (token, then session), model permissions, the JSON
+envelope both ways, cursor pagination, django-filter filters and the
+drf-spectacular schema inspector.
+"""
+
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.openapi import AutoSchema
+from rest_framework import viewsets
+from rest_framework.authentication import SessionAuthentication
+
+from triggers.manage.auth import StaffTokenAuthentication
+from triggers.manage.errors import (
+    AnyJSONParser,
+    EnvelopeRenderer,
+    JSONOnlyNegotiation,
+    manage_exception_handler,
+)
+from triggers.manage.pagination import ManageCursorPagination
+from triggers.manage.permissions import StaffModelPermissions
+
+
+class ManageViewSet(viewsets.GenericViewSet):
+    # Token first: its scheme names the 401's WWW-Authenticate header.
+    authentication_classes = [StaffTokenAuthentication, SessionAuthentication]
+    permission_classes = [StaffModelPermissions]
+    renderer_classes = [EnvelopeRenderer]
+    parser_classes = [AnyJSONParser]
+    content_negotiation_class = JSONOnlyNegotiation
+    pagination_class = ManageCursorPagination
+    filter_backends = [DjangoFilterBackend]
+    throttle_classes = []
+    schema = AutoSchema()
+    # The indexed, unique order lists page along (pagination.py).
+    cursor_ordering = "pk"
+    # Permissions an action needs instead of its verb's model permission.
+    action_permissions: dict[str, list[str]] = {}
+
+    def get_exception_handler(self):
+        # Until the project's DRF exception handler exists (errors.py).
+        return manage_exception_handler

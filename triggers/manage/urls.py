@@ -1,0 +1,28 @@
+"""The management API's URLs, all under ``/v1/manage/`` (iolinker/urls.py
+includes this module; the schema view reads it as its urlconf)."""
+
+from django.urls import include, path
+from rest_framework.routers import SimpleRouter
+
+from triggers.manage.apis import ApiViewSet
+from triggers.manage.executions import ExecutionViewSet
+from triggers.manage.schema import ManageDocsView, ManageSchemaView
+from triggers.manage.workflows import WorkflowViewSet
+
+router = SimpleRouter()
+router.register("apis", ApiViewSet, basename="manage-api")
+router.register("workflows", WorkflowViewSet, basename="manage-workflow")
+router.register("executions", ExecutionViewSet, basename="manage-execution")
+
+urlpatterns = [
+    path(
+        "v1/manage/",
+        include(
+            [
+                *router.urls,
+                path("schema/", ManageSchemaView.as_view(), name="manage-schema"),
+                path("docs/", ManageDocsView.as_view(url_name="manage-schema"), name="manage-docs"),
+            ]
+        ),
+    ),
+]
