@@ -1,12 +1,12 @@
 """What every management view shares, set on the views rather than in
 ``REST_FRAMEWORK`` so that the trigger views' DRF settings stay their own:
 staff authentication (token, then session), model permissions, the JSON
-envelope both ways, cursor pagination, django-filter filters and the
-drf-spectacular schema inspector.
+envelope both ways, cursor pagination and django-filter filters. (The
+schema inspector is the one global setting: drf-spectacular reads
+``DEFAULT_SCHEMA_CLASS`` for viewset actions, whatever the view says.)
 """
 
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.openapi import AutoSchema
 from rest_framework import viewsets
 from rest_framework.authentication import SessionAuthentication
 
@@ -31,7 +31,6 @@ class ManageViewSet(viewsets.GenericViewSet):
     pagination_class = ManageCursorPagination
     filter_backends = [DjangoFilterBackend]
     throttle_classes = []
-    schema = AutoSchema()
     # The indexed, unique order lists page along (pagination.py).
     cursor_ordering = "pk"
     # Permissions an action needs instead of its verb's model permission.

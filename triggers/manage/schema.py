@@ -9,7 +9,9 @@ is ``{"response": <body>}`` (an export is the document itself), every error is
 the ``Error`` envelope.
 """
 
+from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
+from drf_spectacular.settings import patched_settings
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import IsAdminUser
@@ -68,7 +70,6 @@ SETTINGS = {
     "(README, 'Management API'). Staff only: `Authorization: Token <token>` "
     "(`manage.py manage_token USER`) or the admin's session.",
     "VERSION": "1",
-    "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/v1/manage",
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
@@ -86,6 +87,7 @@ class _StaffOnly:
     authentication_classes = [StaffTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAdminUser]
     custom_settings = SETTINGS
+    schema = None  # not in the document it serves
 
     def get_exception_handler(self):
         return manage_exception_handler
@@ -105,4 +107,15 @@ class ManageSchemaView(_StaffOnly, SpectacularAPIView):
 
 
 class ManageDocsView(_StaffOnly, SpectacularSwaggerView):
-    pass
+    title = SETTINGS["TITLE"]
+
+    def get(self, request, *args, **kwargs):
+        with patched_settings(SETTINGS):  # (this view has no custom_settings of its own)
+            return super().get(request, *args, **kwargs)
+
+
+class StaffTokenScheme(KnoxTokenScheme):
+    """The schema's security scheme of our knox subclass (Authorization: Token …)."""
+
+    target_class = "triggers.manage.auth.StaffTokenAuthentication"
+    name = "staffToken"

@@ -34,6 +34,14 @@ class ApiSerializer(serializers.ModelSerializer):
         help_text="For user + password authentication; stored hashed, never shown.",
     )
     hasSecret = serializers.BooleanField(source="has_secret", read_only=True)
+    # The model's validators (DRF would swap its URLValidator for one taking any scheme).
+    callbackUrl = serializers.CharField(
+        source="callback_url",
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        validators=ApiDefinition._meta.get_field("callback_url").validators,
+    )
     hasCallbackSecret = serializers.SerializerMethodField()
     url = serializers.CharField(read_only=True)
     createdAt = serializers.DateTimeField(source="created_at", read_only=True)
@@ -71,7 +79,6 @@ class ApiSerializer(serializers.ModelSerializer):
         extra_kwargs = {
             "syncEnabled": {"source": "sync_enabled"},
             "syncTimeout": {"source": "sync_timeout"},
-            "callbackUrl": {"source": "callback_url"},
             "ipAllowlist": {"source": "ip_allowlist"},
             "rateLimit": {"source": "rate_limit"},
             "rateLimitPeriod": {"source": "rate_limit_period"},

@@ -1,4 +1,4 @@
-"""Personas and a client for the management API tests (tests/test_manage_*.py)."""
+"""Personas (fixtures) and a client for the management API tests in this folder."""
 
 import json
 
@@ -31,7 +31,9 @@ class ManageClient:
     def call(self, verb: str, path: str, data=None, **headers):
         if self.token is not None:
             headers.setdefault("authorization", f"Token {self.token}")
-        url = path if path.startswith("/") else f"{BASE}/{path}"
+        # A path under /v1/manage/, or a full URL the API answered (a next page).
+        url = path.removeprefix("http://testserver")
+        url = url if url.startswith("/") else f"{BASE}/{url}"
         kwargs = {"headers": headers}
         if data is not None:
             kwargs.update(data=json.dumps(data), content_type="application/json")
