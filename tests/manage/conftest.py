@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
+from tests.test_end_to_end import platform  # noqa: F401 (a fixture of this folder's tests)
 from triggers.manage.auth import manage_token_create
 
 BASE = "/v1/manage"

@@ -13,7 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from iolinker import errors
-from iolinker.errors import ApiError
+from iolinker.errors import ApiError, ErrorSpec
 from triggers.manage.base import ManageViewSet
 from triggers.manage.filters import ExecutionFilter
 from triggers.manage.serializers import ExecutionSerializer
@@ -33,6 +33,17 @@ def _uid(text: str) -> int:
     if uid > MAX_UID:
         raise Http404
     return uid
+
+
+def _act(service, uid: str, refusal: type[Exception], spec: ErrorSpec) -> Execution:
+    """Call a lifecycle service on the run ``uid``: its refusal is ``spec``, no run a 404."""
+    try:
+        execution = service(uid=_uid(uid))
+    except refusal as exc:
+        raise ApiError(spec, str(exc)) from None
+    if execution is None:
+        raise Http404
+    return execution
 
 
 @extend_schema(tags=["Executions"])
@@ -59,12 +70,7 @@ class ExecutionViewSet(mixins.ListModelMixin, ManageViewSet):
     @action(detail=True, methods=["post"])
     def rerun(self, request, uid: str):
         """A new run of the workflow's current version with the same input."""
-        try:
-            new = lifecycle.execution_rerun(uid=_uid(uid))
-        except lifecycle.NotRerunnable as exc:
-            raise ApiError(errors.CONFLICT, str(exc)) from None
-        if new is None:
-            raise Http404
+        new = _act(lifecycle.execution_rerun, uid, lifecycle.NotRerunnable, errors.CONFLICT)
         new = self.get_queryset().get(uid=new.uid)
         return Response(self.get_serializer(new).data, status=status.HTTP_201_CREATED)
 
@@ -73,10 +79,7 @@ class ExecutionViewSet(mixins.ListModelMixin, ManageViewSet):
     def cancel(self, request, uid: str):
         """Queued or waiting: cancelled now; running: asked to stop at its next
         step boundary (the answer shows its status at that moment)."""
-        try:
-            execution = lifecycle.execution_cancel(uid=_uid(uid))
-        except lifecycle.NotCancellable as exc:
-            raise ApiError(errors.EXECUTION_FINISHED, str(exc)) from None
-        if execution is None:
-            raise Http404
+        execution = _act(
+            lifecycle.execution_cancel, uid, lifecycle.NotCancellable, errors.EXECUTION_FINISHED
+        )
         return Response(self.get_serializer(execution).data)

@@ -18,24 +18,8 @@ from rest_framework.permissions import IsAdminUser
 
 from triggers.manage.auth import StaffTokenAuthentication
 from triggers.manage.errors import EnvelopeRenderer, manage_exception_handler
+from triggers.openapi.components import components
 
-ERROR_SCHEMA = {
-    "type": "object",
-    "required": ["response"],
-    "properties": {
-        "response": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                }
-            },
-        }
-    },
-}
 _ERRORS = {
     "400": "Invalid parameters or body",
     "401": "No or wrong credentials",
@@ -46,7 +30,10 @@ _ERRORS = {
 
 def envelope_hook(result: dict, generator, request, public) -> dict:
     """Wrap success bodies in ``{"response": ...}`` and list the error answers."""
-    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    # The error envelope and codes of the caller document, from the same table.
+    shared = components(set())["schemas"]
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"], schemas["ErrorCode"] = shared["Error"], shared["ErrorCode"]
     error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     for path, item in result.get("paths", {}).items():
         for operation in item.values():

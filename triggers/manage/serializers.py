@@ -12,7 +12,12 @@ from triggers.models import ApiDefinition, AuthMode
 from workflows.models import Execution, Workflow
 
 
-class ApiSerializer(serializers.ModelSerializer):
+class _Stamped(serializers.ModelSerializer):
+    createdAt = serializers.DateTimeField(source="created_at", read_only=True)
+    updatedAt = serializers.DateTimeField(source="updated_at", read_only=True)
+
+
+class ApiSerializer(_Stamped):
     httpMethod = serializers.ChoiceField(
         source="http_method",
         choices=ApiDefinition._meta.get_field("http_method").choices,
@@ -44,8 +49,6 @@ class ApiSerializer(serializers.ModelSerializer):
     )
     hasCallbackSecret = serializers.SerializerMethodField()
     url = serializers.CharField(read_only=True)
-    createdAt = serializers.DateTimeField(source="created_at", read_only=True)
-    updatedAt = serializers.DateTimeField(source="updated_at", read_only=True)
 
     class Meta:
         model = ApiDefinition
@@ -107,14 +110,12 @@ class ApiSerializer(serializers.ModelSerializer):
         return data
 
 
-class WorkflowSerializer(serializers.ModelSerializer):
+class WorkflowSerializer(_Stamped):
     """A workflow's summary; its definition is what ``export`` answers."""
 
     timeoutSeconds = serializers.IntegerField(source="timeout_seconds", read_only=True)
     stepCount = serializers.IntegerField(source="step_count", read_only=True)
     version = serializers.IntegerField(source="version_number", read_only=True, allow_null=True)
-    createdAt = serializers.DateTimeField(source="created_at", read_only=True)
-    updatedAt = serializers.DateTimeField(source="updated_at", read_only=True)
 
     class Meta:
         model = Workflow
