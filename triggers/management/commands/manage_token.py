@@ -1,3 +1,5 @@
+"""`manage_token`: make or revoke a management API token (triggers/manage/auth.py)."""
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
