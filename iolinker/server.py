@@ -79,15 +79,17 @@ def _environ_key(name: str) -> str | None:
 def _undecodable_values(headers, environ: dict) -> None:
     """Header fields whose value is not visible ASCII: granian lists their names
     but hands over no value (it cannot decode the bytes), so without this they
-    would vanish, and an Idempotency-Key of other bytes would silently start a
-    second run. Under /v1/ the call is refused (400, naming the field); elsewhere
-    (the admin, a browser's stray cookie) the value becomes U+FFFD, never a value
-    the sender did not write."""
+    would vanish: an Idempotency-Key of other bytes would silently start a second
+    run, and an X-Forwarded-For with one such byte left of the proxy's entry would
+    make the caller the trusted proxy (past IP allowlists and per-address limits).
+    Under /v1/, and for X-Forwarded-For anywhere, the request is refused (400,
+    naming the field); elsewhere (the admin, a browser's stray cookie) the value
+    becomes U+FFFD, never a value the sender did not write."""
     for name in headers.keys():  # noqa: SIM118 (granian's Headers, not a dict)
         key = _environ_key(name)
         if key is None or headers.get_all(name):
             continue
-        if responses.is_api_path(environ["PATH_INFO"]):
+        if name == "x-forwarded-for" or responses.is_api_path(environ["PATH_INFO"]):
             raise _Refused(
                 errors.BAD_REQUEST, f"Header {name} has a value that is not printable ASCII"
             )

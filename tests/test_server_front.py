@@ -235,3 +235,16 @@ def test_outside_v1_an_undecodable_header_value_is_the_replacement_character():
     headers = [("host", "a"), ("cookie", None), ("accept", "x")]
     serve(echo_environ(seen), scope(method="GET", path="/admin/", headers=headers), FakeProto())
     assert seen["HTTP_COOKIE"] == "\ufffd" and seen["HTTP_ACCEPT"] == "x"
+
+
+def test_an_undecodable_x_forwarded_for_is_400_everywhere():
+    """Behind a trusted proxy, `X-Forwarded-For: \\xe9, 203.0.113.9` (the proxy
+    appends the caller's address) lost the header and made the caller the proxy:
+    past the IP allowlist under /v1/, onto the proxy's login budget in the admin."""
+    for path in ("/v1/api/shop/order/async", "/admin/login/"):
+        seen = {}
+        headers = [("host", "a"), ("x-forwarded-for", None)]
+        proto = FakeProto()
+        serve(echo_environ(seen), scope(path=path, headers=headers), proto)
+        assert proto.answer[0] == 400 and not seen, path
+        assert "x-forwarded-for" in json.loads(proto.answer[2])["response"]["error"]["message"]
