@@ -23,7 +23,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from triggers.body import json_body  # noqa: E402
+from triggers.http.jsonbody import json_body  # noqa: E402
 
 
 def base_parser(commit: str):

@@ -2,9 +2,9 @@
 
 Success: ``{"response": {...}}``. Errors: ``{"response": {"error": {"code", "message"}}}``.
 Views raise ``ApiError``; ``api_endpoint`` turns it (and anything unexpected)
-into the envelope. Django's handler400/403/404/500 answer with the same
-envelope for URLs under ``/v1/``, so a caller never sees an HTML page or a
-traceback.
+into the envelope, and so does the DRF exception handler (``iolinker.drf``).
+Django's handler400/403/404/500 answer with the same envelope for URLs under
+``/v1/``, so a caller never sees an HTML page or a traceback.
 """
 
 import functools
@@ -24,12 +24,13 @@ logger = logging.getLogger("iolinker.api")
 _JSON = "application/json"
 
 
-def _dumps(payload: dict) -> bytes:
+def dumps(payload: dict) -> bytes:
+    """JSON as every answer has it: compact, UTF-8 (also DRF's, iolinker/drf.py)."""
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def ok_body(payload: dict) -> bytes:
-    return _dumps({"response": payload})
+    return dumps({"response": payload})
 
 
 def ok(payload: dict, *, status: int = 200, headers: dict | None = None) -> HttpResponse:
@@ -79,8 +80,13 @@ def error_parts(exc: Exception, *, method: str, path: str) -> tuple[ErrorSpec, s
     return errors.INTERNAL, None, {}
 
 
+def error_envelope(spec: ErrorSpec, message: str | None = None) -> dict:
+    """The error envelope of a row of the error table (optionally reworded)."""
+    return {"response": {"error": {"code": spec.code, "message": message or spec.message}}}
+
+
 def error_body(spec: ErrorSpec, message: str | None = None) -> bytes:
-    return _dumps({"response": {"error": {"code": spec.code, "message": message or spec.message}}})
+    return dumps(error_envelope(spec, message))
 
 
 def api_endpoint(view):

@@ -58,10 +58,6 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's files, served locally
 ]
 
-# Django REST framework: the management API (triggers/manage/) sets its classes on
-# its views; drf-spectacular needs its schema inspector as the default.
-REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
-
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -315,6 +311,21 @@ if not env_bool("IOLINKER_HSTS_PRELOAD", False):
     # W021, no HSTS preload: joining browsers' preload lists is a choice of the
     # registrable domain's owner (IOLINKER_HSTS_PRELOAD=1 sends it).
     SILENCED_SYSTEM_CHECKS.append("security.W021")
+
+# --- Django REST framework -------------------------------------------------------
+# Every DRF answer is our envelope (iolinker/drf.py): one exception handler over
+# the error table, JSON written as every other answer, JSON whatever Accept says
+# (no browsable API). The caller API's views (triggers/http/drf.py) and the
+# management API's (triggers/manage/) set their own authentication, permissions,
+# throttles and body parser; drf-spectacular needs its schema inspector as the
+# default.
+REST_FRAMEWORK = {
+    "EXCEPTION_HANDLER": "iolinker.drf.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["iolinker.drf.EnvelopeRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "iolinker.drf.EnvelopeNegotiation",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
 
 # --- Logging ------------------------------------------------------------------
 LOGGING = {

@@ -1,18 +1,20 @@
-"""The WSGI application.
+"""The WSGI application: the trigger fast path, then Django.
 
-Trigger calls (``/v1/api/<module>/<method>/async``) are the hot path: they are
-answered here, straight from the WSGI environ, by the same code the Django view
-uses (``triggers.views.trigger_accept``), so both give the same answers and
-errors. Skipping Django's request and response objects, URL resolver and
+Trigger calls (``/v1/api/<module>/<method>/async``) are the hot path. This is
+the accelerator of the DRF view that serves the same URL
+(``triggers.http.views.TriggerAsyncView``): it answers straight from the WSGI
+environ by calling the same transport function
+(``triggers.http.transport.trigger_answer``), so both give the same answers and
+errors byte for byte (the ``caller`` fixture runs every trigger test through
+both). Skipping Django's request and response objects, URL resolver, DRF and
 middleware roughly halves the Python CPU per accepted trigger (see
-docs/performance.md). Everything else goes to Django.
+docs/performance.md); the Django internals it still needs (host check,
+``is_secure``, HSTS, request signals) are repeated in
+``triggers.http.django_mirror``. Everything else goes to Django.
 """
 
-import functools
-import logging
 import os
 import re
-from http import HTTPStatus
 
 from django.core.wsgi import get_wsgi_application
 
@@ -22,40 +24,16 @@ django_application = get_wsgi_application()
 
 # Importable only once Django is set up.
 from django.conf import settings  # noqa: E402
-from django.core import signals  # noqa: E402
 from django.core.handlers.wsgi import get_bytes_from_wsgi  # noqa: E402
-from django.http import QueryDict  # noqa: E402
-from django.http.request import split_domain_port, validate_host  # noqa: E402
 
 from iolinker import errors, responses  # noqa: E402
-from triggers.views import (  # noqa: E402
-    accepted_headers,
-    body_read,
-    body_reader,
-    trigger_accept,
-)
-
-security_logger = logging.getLogger("django.security.DisallowedHost")
+from triggers.http import django_mirror as mirror  # noqa: E402
+from triggers.http.jsonbody import json_body  # noqa: E402
+from triggers.http.parsing import body_read, body_reader  # noqa: E402
+from triggers.http.transport import trigger_answer  # noqa: E402
 
 _TRIGGER_PATH = re.compile(r"/v1/api/([^/]+)/([^/]+)/async")
-
-
-@functools.cache
-def _status_line(status: int) -> str:
-    return f"{status} {HTTPStatus(status).phrase}"
-
-
-def _headers(environ) -> dict[str, str]:
-    """Request headers by lower-case name (what HttpHeaders gives, for less)."""
-    headers = {
-        key[5:].replace("_", "-").lower(): value
-        for key, value in environ.items()
-        if key.startswith("HTTP_")
-    }
-    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        if environ.get(key):
-            headers[key.replace("_", "-").lower()] = environ[key]
-    return headers
+_BAD_HOST_BODY = responses.error_body(errors.BAD_REQUEST)
 
 
 class TriggerApplication:
@@ -73,77 +51,31 @@ class TriggerApplication:
             module, method = (part.encode("latin-1").decode() for part in match.groups())
         except UnicodeError:
             return self.fallback(environ, start_response)  # Django's answer for odd paths
-        signals.request_started.send(sender=self.__class__, environ=environ)
+        mirror.request_started.send(sender=self.__class__, environ=environ)
         try:
-            status, headers, body = self._answer(environ, module, method)
+            if mirror.host_allowed(environ):
+                status, headers, body = trigger_answer(
+                    module=module,
+                    method=method,
+                    http_method=environ["REQUEST_METHOD"].upper(),  # as Django does
+                    headers=mirror.environ_headers(environ),
+                    query=get_bytes_from_wsgi(environ, "QUERY_STRING", ""),
+                    read_json=lambda: json_body(
+                        body_read(environ.get("CONTENT_LENGTH"), body_reader(environ))
+                    ),
+                    remote_addr=environ.get("REMOTE_ADDR", ""),
+                    path=environ["PATH_INFO"],
+                )
+            else:
+                status, headers, body = errors.BAD_REQUEST.status, [], _BAD_HOST_BODY
         finally:
-            signals.request_finished.send(sender=self.__class__)
+            mirror.request_finished.send(sender=self.__class__)
         headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         headers += responses.SECURITY_HEADERS
-        if settings.SECURE_HSTS_SECONDS and self._is_secure(environ):
-            headers.append(("Strict-Transport-Security", _hsts_value()))
-        start_response(_status_line(status), headers)
+        if settings.SECURE_HSTS_SECONDS and mirror.is_secure(environ):
+            headers.append(mirror.hsts_header())
+        start_response(mirror.status_line(status), headers)
         return [b""] if environ["REQUEST_METHOD"] == "HEAD" else [body]
-
-    def _answer(self, environ, module: str, method: str) -> tuple[int, list, bytes]:
-        http_method = environ["REQUEST_METHOD"].upper()  # as Django does
-        try:
-            if not self._host_allowed(environ):
-                return errors.BAD_REQUEST.status, [], responses.error_body(errors.BAD_REQUEST)
-            accepted = trigger_accept(
-                module=module,
-                method=method,
-                http_method=http_method,
-                headers=_headers(environ),
-                query=QueryDict(get_bytes_from_wsgi(environ, "QUERY_STRING", "")),
-                read_body=lambda: body_read(environ.get("CONTENT_LENGTH"), body_reader(environ)),
-                remote_addr=environ.get("REMOTE_ADDR", ""),
-            )
-        except Exception as exc:
-            spec, message, extra = responses.error_parts(
-                exc, method=http_method, path=environ["PATH_INFO"]
-            )
-            return spec.status, list(extra.items()), responses.error_body(spec, message)
-        body = responses.ok_body({"uid": str(accepted.uid)})
-        return 202, accepted_headers(module, method, accepted), body
-
-    @staticmethod
-    def _is_secure(environ) -> bool:
-        """HTTPS, as Django's ``HttpRequest.is_secure`` tells (SECURE_PROXY_SSL_HEADER)."""
-        if settings.SECURE_PROXY_SSL_HEADER:
-            header, secure_value = settings.SECURE_PROXY_SSL_HEADER
-            value = environ.get(header)
-            if value is not None:
-                return value.split(",", 1)[0].strip() == secure_value
-        return environ.get("wsgi.url_scheme") == "https"
-
-    @staticmethod
-    def _host_allowed(environ) -> bool:
-        """ALLOWED_HOSTS, checked as Django's ``HttpRequest.get_host`` does."""
-        if settings.USE_X_FORWARDED_HOST and "HTTP_X_FORWARDED_HOST" in environ:
-            host = environ["HTTP_X_FORWARDED_HOST"]
-        elif "HTTP_HOST" in environ:
-            host = environ["HTTP_HOST"]
-        else:
-            host = f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
-        allowed = settings.ALLOWED_HOSTS
-        if settings.DEBUG and not allowed:
-            allowed = [".localhost", "127.0.0.1", "[::1]"]
-        domain, _port = split_domain_port(host)
-        if domain and validate_host(domain, allowed):
-            return True
-        security_logger.warning("Invalid HTTP_HOST header: %r.", host)
-        return False
-
-
-def _hsts_value() -> str:
-    """Strict-Transport-Security as Django's SecurityMiddleware sends it."""
-    value = f"max-age={settings.SECURE_HSTS_SECONDS}"
-    if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
-        value += "; includeSubDomains"
-    if settings.SECURE_HSTS_PRELOAD:
-        value += "; preload"
-    return value
 
 
 application = TriggerApplication(django_application)

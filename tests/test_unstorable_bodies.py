@@ -17,7 +17,7 @@ from django.test import Client, override_settings
 from iolinker import errors
 from iolinker.errors import ApiError
 from tests.helpers import WsgiClient
-from triggers.body import json_too_deep
+from triggers.http.jsonbody import json_too_deep
 from workflows import services
 from workflows.intake import GroupCommit
 from workflows.models import Execution

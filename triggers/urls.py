@@ -1,19 +1,27 @@
 from django.urls import path
 
-from triggers import views
+from triggers.http import views
 
 urlpatterns = [
     path("v1/openapi.json", views.openapi_json, name="openapi"),
-    path("v1/api/<str:module>/<str:method>/async", views.trigger_async, name="trigger-async"),
-    path("v1/api/<str:module>/<str:method>/sync", views.trigger_sync, name="trigger-sync"),
+    path(
+        "v1/api/<str:module>/<str:method>/async",
+        views.TriggerAsyncView.as_view(),
+        name="trigger-async",
+    ),
+    path(
+        "v1/api/<str:module>/<str:method>/sync",
+        views.TriggerSyncView.as_view(),
+        name="trigger-sync",
+    ),
     path(
         "v1/api/<str:module>/<str:method>/executions/<str:uid>",
-        views.execution_status,
+        views.ExecutionStatusView.as_view(),
         name="execution-status",
     ),
     path(
         "v1/api/<str:module>/<str:method>/executions/<str:uid>/cancel",
-        views.execution_cancel,
+        views.ExecutionCancelView.as_view(),
         name="execution-cancel",
     ),
 ]
