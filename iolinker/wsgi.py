@@ -59,7 +59,7 @@ class TriggerApplication:
                     method=method,
                     http_method=environ["REQUEST_METHOD"].upper(),  # as Django does
                     headers=mirror.environ_headers(environ),
-                    query=get_bytes_from_wsgi(environ, "QUERY_STRING", ""),
+                    query_string=get_bytes_from_wsgi(environ, "QUERY_STRING", ""),
                     read_json=lambda: json_body(
                         body_read(environ.get("CONTENT_LENGTH"), body_reader(environ))
                     ),

@@ -22,6 +22,7 @@ authentication classes, the per-API rate throttle and the body parser.
 
 from dataclasses import dataclass
 
+from django.core.handlers.wsgi import get_bytes_from_wsgi
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.parsers import BaseParser
 from rest_framework.throttling import BaseThrottle
@@ -78,7 +79,8 @@ class TriggerCallerAuthentication(BaseAuthentication):
         call = transport.trigger_call_read(
             http_method=request.method,
             headers=request.headers,
-            query=request._request.GET,
+            # Parsed there as Django parses request.GET (which nothing else reads).
+            query_string=get_bytes_from_wsgi(request.META, "QUERY_STRING", ""),
             read_json=lambda: request_json(request),
             remote_addr=_remote_addr(request),
         )

@@ -43,24 +43,24 @@ def trigger_answer(
     http_method: str,
     path: str,
     headers=None,
-    query: QueryDict | bytes = b"",
+    query_string: bytes = b"",
     read_json=None,
     remote_addr: str = "",
     checked_call: TriggerCall | None = None,
 ) -> answers.Answer:
     """Accept one HTTP call of an API: its 202, or its error (any exception).
-    The arguments are ``trigger_accept``'s."""
+    The arguments are ``trigger_accept``'s (``path``: for the log of an
+    unexpected error)."""
     try:
-        accepted = trigger_accept(
-            module=module,
-            method=method,
+        # trigger_accept's two lines, inline: this is the hot path.
+        call = checked_call or trigger_call_read(
             http_method=http_method,
             headers=headers,
-            query=query,
+            query_string=query_string,
             read_json=read_json,
             remote_addr=remote_addr,
-            checked_call=checked_call,
         )
+        accepted = api_call(module=module, method=method, call=call, authenticate=not checked_call)
     except Exception as exc:
         return answers.error(exc, method=http_method, path=path)
     return answers.accepted(module, method, accepted)
@@ -72,7 +72,7 @@ def trigger_accept(
     method: str,
     http_method: str,
     headers=None,
-    query: QueryDict | bytes = b"",
+    query_string: bytes = b"",
     read_json=None,
     remote_addr: str = "",
     checked_call: TriggerCall | None = None,
@@ -81,29 +81,27 @@ def trigger_accept(
     then the service checks, records and queues it. ``checked_call``: the call
     whose caller checks already passed (``caller_check``, ``caller_check_rate``:
     the DRF view's authentication and throttle); the service then skips them."""
-    if checked_call is not None:
-        return api_call(module=module, method=method, call=checked_call, authenticate=False)
-    call = trigger_call_read(
+    call = checked_call or trigger_call_read(
         http_method=http_method,
         headers=headers,
-        query=query,
+        query_string=query_string,
         read_json=read_json,
         remote_addr=remote_addr,
     )
-    return api_call(module=module, method=method, call=call)
+    return api_call(module=module, method=method, call=call, authenticate=not checked_call)
 
 
 def trigger_call_read(
-    *, http_method: str, headers, query: QueryDict | bytes, read_json, remote_addr: str
+    *, http_method: str, headers, query_string: bytes, read_json, remote_addr: str
 ) -> TriggerCall:
     """What the caller sent, checked before the API is looked up: the query
     (parsed first, as Django parses ``request.GET``: too many fields is 400),
     the headers' size, the query's bounds. ``headers``: any mapping with
-    lower-case keys or case-insensitive lookup; ``query``: a QueryDict or the
-    raw query string; ``read_json``: reads and checks the JSON body, called only
-    once the caller is authenticated; ``remote_addr``: the TCP peer."""
-    if not isinstance(query, QueryDict):
-        query = QueryDict(query)
+    lower-case keys or case-insensitive lookup; ``query_string``: the raw query
+    (bytes, as ``get_bytes_from_wsgi`` gives it); ``read_json``: reads and
+    checks the JSON body, called only once the caller is authenticated;
+    ``remote_addr``: the TCP peer."""
+    query = QueryDict(query_string)
     check_header_size(headers)
     return TriggerCall(
         http_method=http_method,
