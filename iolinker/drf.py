@@ -9,7 +9,10 @@ DRF's exceptions (a 405, a throttle, missing credentials, a parse error…) to
 their rows; so a DRF answer carries the same envelope, code, status and headers
 as every other answer. ``EnvelopeRenderer`` writes JSON exactly as
 ``iolinker.responses`` does (compact, UTF-8); ``EnvelopeNegotiation`` answers
-JSON whatever the caller's Accept header says (no 406, no browsable API).
+JSON whatever the caller's Accept header says (no 406, no browsable API). The
+default parser is DRF's JSON one; the caller API's views read their bodies with
+their own (``triggers.http.drf.TriggerBodyParser``: any Content-Type, the
+platform's body limits).
 """
 
 import math
@@ -17,7 +20,7 @@ import math
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from rest_framework import exceptions
-from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -42,11 +45,9 @@ class EnvelopeRenderer(BaseRenderer):
         return b"" if data is None else responses.dumps(data)
 
 
-class EnvelopeNegotiation(BaseContentNegotiation):
-    """The first renderer (ours) whatever Accept says; the first parser."""
-
-    def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
+class EnvelopeNegotiation(DefaultContentNegotiation):
+    """The first renderer (ours) whatever Accept says; parsers by Content-Type,
+    as DRF chooses them."""
 
     def select_renderer(self, request, renderers, format_suffix=None):
         return renderers[0], renderers[0].media_type

@@ -4,17 +4,17 @@
 a body reader, the peer address) and returns the answer as (status, headers,
 body bytes): the WSGI fast path (``iolinker/wsgi.py``) sends it as is, the DRF
 view (``triggers.http.views.TriggerAsyncView``) wraps it in a response. So both
-give the same answers and errors, byte for byte. ``trigger_accept`` is the
+give the same answers and errors, byte for byte. ``checked_call_accept`` is the
 accepting part alone (the ``/sync`` view waits on what it returns).
 
 The order of the checks is the contract: the query's parse, the header size,
-the query's bounds, the API (404), its verb
-and switch (405, 403), the caller (IP allowlist, credentials, the
-wrong-credential throttle before any password hash), the rate limit, then the
-idempotency key and the body. On the fast path the service runs them all in one
-call; the DRF view runs the caller checks in its authentication and throttle
-classes first (``triggers.http.drf``) and then calls here with the checked call
-(``checked_call``).
+the query's bounds, the API (404), its verb and switch (405, 403), the caller
+(IP allowlist, credentials, the wrong-credential throttle before any password
+hash), the rate limit, then the idempotency key and the body. On the fast path
+the service runs them all in one call; the DRF views run the caller checks in
+their authentication and throttle classes first (``triggers.http.drf``, through
+``trigger_call_read``, ``caller_check`` and ``caller_check_rate`` here), then
+hand over the checked call (``checked_call``), and the service does the rest.
 """
 
 from django.http import QueryDict
@@ -49,10 +49,10 @@ def trigger_answer(
     checked_call: TriggerCall | None = None,
 ) -> answers.Answer:
     """Accept one HTTP call of an API: its 202, or its error (any exception).
-    The arguments are ``trigger_accept``'s (``path``: for the log of an
-    unexpected error)."""
+    What the caller sent is read by ``trigger_call_read`` (its arguments), unless
+    ``checked_call`` is the call the DRF view's caller checks already passed
+    (then as ``checked_call_accept``); ``path``: for the log of an unexpected error."""
     try:
-        # trigger_accept's two lines, inline: this is the hot path.
         call = checked_call or trigger_call_read(
             http_method=http_method,
             headers=headers,
@@ -66,29 +66,11 @@ def trigger_answer(
     return answers.accepted(module, method, accepted)
 
 
-def trigger_accept(
-    *,
-    module: str,
-    method: str,
-    http_method: str,
-    headers=None,
-    query_string: bytes = b"",
-    read_json=None,
-    remote_addr: str = "",
-    checked_call: TriggerCall | None = None,
-) -> Accepted:
-    """Accept one HTTP call of an API: what the caller sent (``trigger_call_read``),
-    then the service checks, records and queues it. ``checked_call``: the call
-    whose caller checks already passed (``caller_check``, ``caller_check_rate``:
-    the DRF view's authentication and throttle); the service then skips them."""
-    call = checked_call or trigger_call_read(
-        http_method=http_method,
-        headers=headers,
-        query_string=query_string,
-        read_json=read_json,
-        remote_addr=remote_addr,
-    )
-    return api_call(module=module, method=method, call=call, authenticate=not checked_call)
+def checked_call_accept(*, module: str, method: str, call: TriggerCall) -> Accepted:
+    """Accept a call whose caller checks already passed (``caller_check`` and
+    ``caller_check_rate``: the DRF views' authentication and throttle): the
+    service checks the rest, records the run and queues it."""
+    return api_call(module=module, method=method, call=call, authenticate=False)
 
 
 def trigger_call_read(

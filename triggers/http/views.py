@@ -35,11 +35,6 @@ class TriggerView(CallerAPIView):
     authentication_classes = (TriggerCallerAuthentication,)
     throttle_classes = (ApiRateThrottle,)
 
-    def accept(self, request, module: str, method: str):
-        return transport.trigger_accept(
-            module=module, method=method, http_method=request.method, checked_call=request.auth.call
-        )
-
     def handle(self, request, *args, **kwargs):
         raise NotImplementedError
 
@@ -79,7 +74,9 @@ class TriggerSyncView(TriggerView):
 
     def handle(self, request, module: str, method: str):
         api = request.auth.api
-        accepted = self.accept(request, module, method)
+        accepted = transport.checked_call_accept(
+            module=module, method=method, call=request.auth.call
+        )
         if accepted.replayed and api.auth_mode == AuthMode.NONE:
             # Knowing an open API's Idempotency-Key proves nothing: no result, no read key.
             return answers.response(answers.accepted(module, method, accepted))
