@@ -24,9 +24,10 @@ logger = logging.getLogger("iolinker.api")
 _JSON = "application/json"
 
 
-def dumps(payload: dict) -> bytes:
-    """JSON as every answer has it: compact, UTF-8 (also DRF's, iolinker/drf.py)."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+def dumps(payload: dict, *, encoder: type[json.JSONEncoder] | None = None) -> bytes:
+    """JSON as every answer has it: compact, UTF-8 (also DRF's, iolinker/drf.py,
+    whose ``encoder`` also writes dates, decimals and uuids)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, cls=encoder).encode()
 
 
 def ok_body(payload: dict) -> bytes:

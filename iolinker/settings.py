@@ -314,16 +314,16 @@ if not env_bool("IOLINKER_HSTS_PRELOAD", False):
 
 # --- Django REST framework -------------------------------------------------------
 # Every DRF answer is our envelope (iolinker/drf.py): one exception handler over
-# the error table, JSON written as every other answer, JSON whatever Accept says
-# (no browsable API). The caller API's views (triggers/http/drf.py) and the
-# management API's (triggers/manage/) set their own authentication, permissions,
-# throttles and body parser; drf-spectacular needs its schema inspector as the
-# default.
+# the error table, JSON written as every other answer, no browsable API. The
+# caller API's views (triggers/http/drf.py) and the management API's
+# (triggers/manage/) set their authentication, permissions, throttles, body
+# parser and negotiation on the views (iolinker.drf.EnvelopeNegotiation: JSON
+# whatever Accept says; the management schema view negotiates JSON or YAML).
+# drf-spectacular needs its schema inspector as the default.
 REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "iolinker.drf.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["iolinker.drf.EnvelopeRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "iolinker.drf.EnvelopeNegotiation",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 

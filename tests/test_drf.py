@@ -8,6 +8,7 @@ import json
 import logging
 
 import pytest
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import OperationalError
 from django.http import Http404
 from django.test import Client
@@ -35,10 +36,23 @@ def _answer(raise_exc, *, base=APIView, method="get", **attrs):
         raise raise_exc
 
     view = type("Raising", (base,), {"get": handler, "post": handler, **attrs}).as_view()
-    request = getattr(APIRequestFactory(), method)("/v1/anything", HTTP_ACCEPT="text/html")
+    # (Views that set EnvelopeNegotiation answer JSON whatever Accept says; the
+    # settings' default negotiation would answer an HTML-only Accept with a 406.)
+    accept = "text/html" if base is CallerAPIView else "application/json"
+    request = getattr(APIRequestFactory(), method)("/v1/anything", HTTP_ACCEPT=accept)
     response = view(request)
     response.render()
     return response
+
+
+def test_a_success_is_wrapped_in_the_envelope_by_the_renderer():
+    from rest_framework.response import Response
+
+    view = type("Ok", (APIView,), {"get": lambda self, request: Response({"n": "☃"})}).as_view()
+    response = view(APIRequestFactory().get("/v1/anything"))
+    response.render()
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    assert response.content == responses.ok_body({"n": "☃"})
 
 
 def test_the_error_table_has_the_rows_this_test_walks():
@@ -79,25 +93,58 @@ class _TokenScheme(BaseAuthentication):
 @pytest.mark.parametrize(
     ("exc", "spec", "message", "headers", "attrs"),
     [
-        (exceptions.MethodNotAllowed("PUT"), errors.METHOD_NOT_ALLOWED, None, {}, {}),
-        (exceptions.Throttled(wait=2.1), errors.TOO_MANY_REQUESTS, None, {"Retry-After": "3"}, {}),
-        (exceptions.NotAuthenticated(), errors.FORBIDDEN, None, {}, {}),
+        (
+            exceptions.MethodNotAllowed("PUT"),
+            errors.METHOD_NOT_ALLOWED,
+            'Method "PUT" not allowed.',
+            {"Allow": "GET, POST, HEAD, OPTIONS"},
+            {},
+        ),
+        (
+            exceptions.Throttled(wait=2.1),
+            errors.TOO_MANY_REQUESTS,
+            "Request was throttled. Expected available in 3 seconds.",
+            {"Retry-After": "3"},
+            {},
+        ),
+        (
+            exceptions.NotAuthenticated(),  # no scheme to name: DRF makes it a 403
+            errors.FORBIDDEN,
+            "Authentication credentials were not provided.",
+            {},
+            {},
+        ),
         (
             exceptions.NotAuthenticated(),
             errors.UNAUTHORIZED,
-            None,
+            "Authentication credentials were not provided.",
             {"WWW-Authenticate": 'Token realm="api"'},
             {"authentication_classes": [_TokenScheme]},
         ),
-        (exceptions.AuthenticationFailed(), errors.FORBIDDEN, None, {}, {}),
-        (exceptions.PermissionDenied(), errors.FORBIDDEN, None, {}, {}),
-        (exceptions.NotFound(), errors.NOT_FOUND, "Not found", {}, {}),
-        (Http404("no such thing"), errors.NOT_FOUND, "Not found", {}, {}),
-        (exceptions.ParseError(), errors.INVALID_JSON, None, {}, {}),
         (
-            exceptions.ValidationError({"name": ["This field is required."]}),
+            exceptions.AuthenticationFailed("Invalid token."),
+            errors.UNAUTHORIZED,
+            "Invalid token.",
+            {"WWW-Authenticate": 'Token realm="api"'},
+            {"authentication_classes": [_TokenScheme]},
+        ),
+        (
+            exceptions.PermissionDenied("Needs the change permission"),
+            errors.FORBIDDEN,
+            "Needs the change permission",
+            {},
+            {},
+        ),
+        (exceptions.NotFound(), errors.NOT_FOUND, "Not found.", {}, {}),
+        (Http404("no such thing"), errors.NOT_FOUND, "Not found", {}, {}),
+        (DjangoPermissionDenied(), errors.FORBIDDEN, None, {}, {}),
+        (exceptions.ParseError(), errors.INVALID_JSON, "Malformed request.", {}, {}),
+        (
+            exceptions.ValidationError(
+                {"name": ["This field is required."], "non_field_errors": ["Pick one."]}
+            ),
             errors.INVALID_PARAMS,
-            "name: This field is required.",
+            "name: This field is required.; Pick one.",
             {},
             {},
         ),
@@ -115,9 +162,7 @@ class _TokenScheme(BaseAuthentication):
 def test_drf_and_django_exceptions_answer_their_rows(exc, spec, message, headers, attrs):
     response = _answer(exc, **attrs)
     assert response.status_code == spec.status
-    body = json.loads(response.content)["response"]["error"]
-    assert body["code"] == spec.code
-    assert body["message"] == (message or spec.message)
+    assert response.content == responses.error_body(spec, message)
     for name, value in headers.items():
         assert response[name] == value
     assert b"Traceback" not in response.content and b"<html" not in response.content
@@ -129,7 +174,9 @@ def test_drf_405_names_the_view_s_methods_in_allow():
     response.render()
     assert response.status_code == 405
     assert response["Allow"] == "GET, HEAD, OPTIONS"
-    assert response.content == responses.error_body(errors.METHOD_NOT_ALLOWED)
+    assert response.content == responses.error_body(
+        errors.METHOD_NOT_ALLOWED, 'Method "DELETE" not allowed.'
+    )
 
 
 def test_an_unexpected_error_is_logged_and_answers_500(caplog):

@@ -1,22 +1,19 @@
 """What every management view shares, set on the views rather than in
 ``REST_FRAMEWORK`` so that the trigger views' DRF settings stay their own:
 staff authentication (token, then session), model permissions, the JSON
-envelope both ways, cursor pagination and django-filter filters. (The
-schema inspector is the one global setting: drf-spectacular reads
-``DEFAULT_SCHEMA_CLASS`` for viewset actions, whatever the view says.)
+envelope both ways, cursor pagination and django-filter filters. (Global
+settings: the project's exception handler, ``iolinker/drf.py``, and the
+schema inspector: drf-spectacular reads ``DEFAULT_SCHEMA_CLASS`` for viewset
+actions, whatever the view says.)
 """
 
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import viewsets
 from rest_framework.authentication import SessionAuthentication
 
+from iolinker.drf import EnvelopeNegotiation, EnvelopeRenderer
 from triggers.manage.auth import StaffTokenAuthentication
-from triggers.manage.errors import (
-    AnyJSONParser,
-    EnvelopeRenderer,
-    JSONOnlyNegotiation,
-    manage_exception_handler,
-)
+from triggers.manage.errors import AnyJSONParser
 from triggers.manage.pagination import ManageCursorPagination
 from triggers.manage.permissions import StaffModelPermissions
 
@@ -27,7 +24,7 @@ class ManageViewSet(viewsets.GenericViewSet):
     permission_classes = [StaffModelPermissions]
     renderer_classes = [EnvelopeRenderer]
     parser_classes = [AnyJSONParser]
-    content_negotiation_class = JSONOnlyNegotiation
+    content_negotiation_class = EnvelopeNegotiation
     pagination_class = ManageCursorPagination
     filter_backends = [DjangoFilterBackend]
     throttle_classes = []
@@ -35,7 +32,3 @@ class ManageViewSet(viewsets.GenericViewSet):
     cursor_ordering = "pk"
     # Permissions an action needs instead of its verb's model permission.
     action_permissions: dict[str, list[str]] = {}
-
-    def get_exception_handler(self):
-        # Until the project's DRF exception handler exists (errors.py).
-        return manage_exception_handler

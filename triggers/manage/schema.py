@@ -16,8 +16,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import IsAdminUser
 
+from iolinker.drf import EnvelopeRenderer
 from triggers.manage.auth import StaffTokenAuthentication
-from triggers.manage.errors import EnvelopeRenderer, manage_exception_handler
 from triggers.openapi.components import components
 
 _ERRORS = {
@@ -75,9 +75,6 @@ class _StaffOnly:
     permission_classes = [IsAdminUser]
     custom_settings = SETTINGS
     schema = None  # not in the document it serves
-
-    def get_exception_handler(self):
-        return manage_exception_handler
 
     def handle_exception(self, exc):
         response = super().handle_exception(exc)
