@@ -7,8 +7,10 @@ meaningful interleaved with another commit's run on the same machine).
 
 Runs on a fresh SQLite database in a temporary IOLINKER_VAR_DIR, with an open
 POST API; the group committer's thread (the write) is not counted, the request
-thread (parsing, checks, the answer, the hand-over) is. Run it for two
-checkouts alternately (A B A B) to compare.
+thread (parsing, checks, the answer, the hand-over) is; calls in threading.py
+(the wait for the committer) vary with timing and are counted apart.
+DUMP=FILE writes the calls per request of each function, to diff two commits.
+Run it for two checkouts alternately (A B A B) to compare.
 """
 
 import cProfile
@@ -82,6 +84,14 @@ def main(requests: int) -> None:
     for _ in range(requests):
         call()
     cpu_us = (time.thread_time() - started) / requests * 1e6
+    if os.environ.get("DUMP"):
+        with open(os.environ["DUMP"], "w") as out:
+            for (file, _line, name), (_cc, nc, *_rest) in sorted(stats.stats.items()):
+                out.write(f"{nc / requests:9.3f} {file.split('site-packages/')[-1]}:{name}\n")
+    steady = sum(
+        nc for (file, _l, _n), (_cc, nc, *_r) in stats.stats.items() if "threading" not in file
+    )
+    print(f"calls/request outside threading.py {steady / requests:.1f}")
     print(f"calls/request {calls:.1f} (primitive {primitive:.1f}); CPU/request {cpu_us:.0f} µs")
 
 

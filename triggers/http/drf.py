@@ -128,6 +128,8 @@ class CallerAPIView(APIView):
     parser_classes = (TriggerBodyParser,)
     renderer_classes = (EnvelopeRenderer,)
     content_negotiation_class = EnvelopeNegotiation
+    # Documented by /v1/openapi.json (triggers/openapi/), per API: not in DRF's schema.
+    schema = None
 
     @property
     def default_response_headers(self) -> dict:
