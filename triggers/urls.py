@@ -1,3 +1,6 @@
+"""The URLs of the caller API: the OpenAPI document, a trigger call (/async, /sync),
+a run's status and its cancel (views in triggers/http/views.py)."""
+
 from django.urls import path
 
 from triggers.http import views
