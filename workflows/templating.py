@@ -10,11 +10,16 @@ Names available: ``input`` (the whole trigger input), ``body``, ``query``,
 name is an error naming the expression, never a silent empty string.
 
 Rendering is bounded (a template is written by an editor but fed by callers):
-no string or list it builds may exceed MAX_TEXT (repetition, concatenation,
-``~``, padding and format widths, ``replace``, powers are checked before they
-allocate), the rendered text neither, and the step's deadline (its timeout,
-else MAX_RENDER_SECONDS) is checked at every loop iteration, call, attribute
-and item access and output chunk. Past a bound: ExpressionError, a step error.
+what an operation would build is estimated from its arguments and inputs
+before it runs (workflows/template_bounds.py: repetition, concatenation and
+``~``, padding, every %-format and ``str.format`` field summed, ``replace``,
+``join``, ``expandtabs``, ``tojson``, ``wordwrap``, powers...), no string or
+list may exceed MAX_TEXT, nor may everything one rendering writes (captured
+``set`` blocks, macros and filter blocks included); mutating methods
+(``list.append``) are refused and ``lipsum`` is gone. The step's deadline (its
+timeout, else MAX_RENDER_SECONDS) is checked at every loop iteration, call,
+attribute and item access and output. Past a bound, and when Python runs out
+of memory or recursion anyway: ExpressionError, the step's ordinary error.
 """
 
 import re
@@ -25,70 +30,29 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
-# Characters of one string, items of one list: above the http step's 5 MiB
-# response (a template may pass one on), far below what hurts a worker.
-MAX_TEXT = 10_000_000
-# Bits of one integer (about 300,000 digits): products and powers are checked
-# before they are computed (squaring again and again grows fast, and slowly).
-MAX_INT_BITS = 1_000_000
-MAX_RENDER_SECONDS = 30.0  # when the step has no deadline of its own
-# A %-format or str.format width/precision of 10,000,000 or more, or one taken from
-# the arguments (``%*d``, ``{:{}}``).
-_BIG_WIDTH = re.compile(
-    r"%(?:\([^)]*\))?[#0 +\-]*(?:\*|\d{8,}|\d*\.(?:\*|\d{8,}))"
-    r"|\{[^{}]*:[^{}]*(?:\d{8,}|\{)"
+from workflows import template_bounds as bounds
+from workflows.template_bounds import (  # noqa: F401 (ExpressionError, MAX_TEXT: this module's API)
+    MAX_INT_BITS,
+    MAX_TEXT,
+    ExpressionError,
+    LimitExceeded,
+    seq_len,
+    sized,
+    sized_len,
 )
 
+MAX_RENDER_SECONDS = 30.0  # when the step has no deadline of its own
 
-class ExpressionError(Exception):
-    """A template failed to compile or evaluate; the message names it."""
-
-
-class LimitExceeded(ExpressionError):
-    """A template went past a size or time bound (raised while it renders)."""
-
-
-_state = threading.local()  # .deadline: time.monotonic() by which rendering must end
+_state = threading.local()  # .deadline: time.monotonic(); .written: characters output
 
 
 def _tick() -> None:
     deadline = getattr(_state, "deadline", None)
     if deadline is not None and time.monotonic() > deadline:
         raise LimitExceeded("rendering went past the step's time limit")
-
-
-def _sized(value):
-    if isinstance(value, str | list | tuple | bytes) and len(value) > MAX_TEXT:
-        raise LimitExceeded(f"a value of more than {MAX_TEXT:,} characters or items")
-    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
-        raise LimitExceeded(f"a number of more than {MAX_INT_BITS:,} bits")
-    return value
-
-
-def _no_big_width(fmt) -> None:
-    if isinstance(fmt, str) and _BIG_WIDTH.search(fmt):
-        raise LimitExceeded(f"a format width or precision over {MAX_TEXT:,} (or *)")
-
-
-def _no_big_ints(args) -> None:
-    if any(isinstance(a, int) and abs(a) > MAX_TEXT for a in args):
-        raise LimitExceeded(f"a width over {MAX_TEXT:,}")
-
-
-def _replace_size(text, old, new, count=-1) -> None:
-    if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
-        hits = text.count(old) if old else len(text) + 1
-        if isinstance(count, int) and count >= 0:
-            hits = min(hits, count)
-        _sized_len(len(text) + hits * (len(new) - len(old)))
-
-
-def _sized_len(length: int) -> None:
-    if length > MAX_TEXT:
-        raise LimitExceeded(f"a value of more than {MAX_TEXT:,} characters or items")
 
 
 def _huge_power(base, exponent) -> bool:
@@ -102,13 +66,11 @@ def _huge_product(left, right) -> bool:
     return ints and left.bit_length() + right.bit_length() > MAX_INT_BITS
 
 
-def _len(value) -> int:
-    return len(value) if isinstance(value, str | list | tuple) else 0
-
-
 class _Bounds(NodeTransformer):
     """Every for loop iterates through ``environment.iol_iter`` (the deadline at
-    each item), every ``~`` goes through ``environment.iol_concat`` (its size)."""
+    each item), every ``~`` goes through ``environment.iol_concat`` (its size),
+    and everything written, text or ``{{ value }}``, in the output or into a
+    captured block, through ``environment.iol_out`` (counted before str())."""
 
     def visit_For(self, node):
         node = self.generic_visit(node)
@@ -119,15 +81,20 @@ class _Bounds(NodeTransformer):
         node = self.generic_visit(node)
         return _env_call("iol_concat", [nodes.List(node.nodes)])
 
+    def visit_Output(self, node):
+        node = self.generic_visit(node)
+        node.nodes = [
+            _env_call("iol_out", [nodes.Const(n.data) if isinstance(n, nodes.TemplateData) else n])
+            for n in node.nodes
+        ]
+        return node
+
 
 def _env_call(name: str, args: list):
     return nodes.Call(nodes.EnvironmentAttribute(name), args, [], None, None)
 
 
-_PADDING = {"center", "ljust", "rjust", "zfill", "expandtabs"}
-
-
-class _JsonEnvironment(SandboxedEnvironment):
+class _JsonEnvironment(ImmutableSandboxedEnvironment):
     """``body.items`` means the request's ``items`` key, not dict.items: on a JSON
     object, a key wins over a Python attribute of the same name. And bounded
     (see the module's docstring)."""
@@ -146,17 +113,24 @@ class _JsonEnvironment(SandboxedEnvironment):
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's signature)
         _tick()
-        owner, name = getattr(__obj, "__self__", None), getattr(__obj, "__name__", "")
-        if isinstance(owner, str):
-            if name in _PADDING:
-                _no_big_ints(args)
-            elif name == "replace":
-                _replace_size(owner, *args[:3])
-        return _sized(SandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs))
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str | bytes):
+            args = bounds.guard_method(owner, getattr(__obj, "__name__", ""), args, kwargs)
+        return sized(SandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs))
 
     def wrap_str_format(self, value):
-        _no_big_width(getattr(value, "__self__", None))
-        return super().wrap_str_format(value)
+        """str.format and format_map come wrapped from getattr (Jinja sandboxes
+        them at access): the size of what they write is estimated first."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        owner, name = value.__self__, value.__name__
+
+        def guarded(*args, **kwargs):
+            bounds.guard_method(owner, name, args, kwargs)
+            return wrapped(*args, **kwargs)
+
+        return guarded
 
     def call_binop(self, context, operator, left, right):
         _tick()
@@ -164,15 +138,16 @@ class _JsonEnvironment(SandboxedEnvironment):
             if _huge_product(left, right):
                 raise LimitExceeded(f"a number of more than {MAX_INT_BITS:,} bits")
             for seq, times in ((left, right), (right, left)):
-                if _len(seq) and isinstance(times, int):
-                    _sized_len(_len(seq) * times)
+                if seq_len(seq) and isinstance(times, int):
+                    sized_len(seq_len(seq) * times)
         elif operator == "+":
-            _sized_len(_len(left) + _len(right))
+            sized_len(seq_len(left) + seq_len(right))
         elif operator == "**" and _huge_power(left, right):
             raise LimitExceeded(f"a number of more than {MAX_INT_BITS:,} bits")
-        elif operator == "%" and isinstance(left, str):
-            _no_big_width(left)
-        return _sized(super().call_binop(context, operator, left, right))
+        elif operator == "%" and isinstance(left, str | bytes):
+            fmt = left if isinstance(left, str) else left.decode("latin-1")
+            bounds.percent_size(fmt, right)
+        return sized(super().call_binop(context, operator, left, right))
 
     def _generate(self, source, name, filename, defer_init=False):
         return super()._generate(_Bounds().visit(source), name, filename, defer_init)
@@ -185,25 +160,27 @@ class _JsonEnvironment(SandboxedEnvironment):
 
     @staticmethod
     def iol_concat(parts):
-        _sized_len(sum(len(p) if isinstance(p, str) else len(str(p)) for p in parts))
+        sized_len(sum(bounds.text_size(p) for p in parts))
         return "".join(str(p) for p in parts)
+
+    @staticmethod
+    def iol_out(value):
+        _tick()
+        written = getattr(_state, "written", 0)
+        written += bounds.text_size(value, MAX_TEXT - written)
+        sized_len(written)
+        _state.written = written
+        return value
 
 
 def _bounded_filter(name: str, real):
+    context_args = 1 if getattr(real, "jinja_pass_arg", None) else 0
+
     def bounded(*args, **kwargs):
         _tick()
-        if name in ("center", "indent", "wordwrap"):
-            _no_big_ints([*args[1:], *kwargs.values()])
-        if name == "indent" and args and isinstance(args[0], str):
-            width = args[1] if len(args) > 1 else kwargs.get("width", 4)
-            width = len(width) if isinstance(width, str) else width
-            if isinstance(width, int):
-                _sized_len(len(args[0]) + (args[0].count("\n") + 1) * width)
-        if name == "format" and args:
-            _no_big_width(args[0])
-        if name == "replace" and len(args) >= 3:
-            _replace_size(str(args[1]), args[2], args[3], *args[4:5])
-        return _sized(real(*args, **kwargs))
+        passed, args = args[:context_args], args[context_args:]
+        args = bounds.guard_filter(name, args, kwargs)
+        return sized(real(*passed, *args, **kwargs))
 
     for attribute in ("jinja_pass_arg",):
         if hasattr(real, attribute):
@@ -213,6 +190,8 @@ def _bounded_filter(name: str, real):
 
 _ENV = _JsonEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 _ENV.filters = {name: _bounded_filter(name, f) for name, f in _ENV.filters.items()}
+_ENV.globals.pop("lipsum")  # lipsum(n) writes n paragraphs: nothing a step needs
+_ENV.policies["json.dumps_function"] = bounds.bounded_dumps  # tojson, chunk by chunk
 
 
 @contextmanager
@@ -255,16 +234,27 @@ def _compile_template(text: str):
 
 
 def render(value, context: Mapping):
-    """Render every template inside ``value`` against ``context``."""
+    """Render every template inside ``value`` against ``context``: everything
+    it writes, all strings together, within MAX_TEXT."""
+    if getattr(_state, "written", None) is not None:
+        return _render(value, context)
+    _state.written = 0
+    try:
+        return _render(value, context)
+    finally:
+        _state.written = None
+
+
+def _render(value, context: Mapping):
     if isinstance(value, str):
         return _render_string(value, context)
     if isinstance(value, dict):
         return {
-            (_render_string(k, context) if isinstance(k, str) else k): render(v, context)
+            (_render_string(k, context) if isinstance(k, str) else k): _render(v, context)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [render(v, context) for v in value]
+        return [_render(v, context) for v in value]
     return value
 
 
@@ -275,23 +265,27 @@ def _render_string(text: str, context: Mapping):
         expr = _whole_expression(text)
         if expr is not None:
             result = _compile_expression(expr)(**context)
+            _JsonEnvironment.iol_out(result)  # counted as if written (a DAG of lists too)
             return _to_json(result, text)
         return _bounded_output(_compile_template(text), context)
     except LimitExceeded as exc:
         raise ExpressionError(f"Expression {text[:200]!r} stopped: {exc}") from None
     except ExpressionError:
         raise
+    except MemoryError:
+        raise ExpressionError(f"Expression {text[:200]!r} stopped: out of memory") from None
+    except RecursionError:
+        raise ExpressionError(f"Expression {text[:200]!r} stopped: nested too deeply") from None
     except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
         raise ExpressionError(f"Expression {text!r} failed: {exc}") from exc
 
 
 def _bounded_output(template, context: Mapping) -> str:
-    """The rendered text, checking its size and the deadline at every chunk."""
-    chunks, size = [], 0
+    """The rendered text, checking the deadline at every chunk (its size is
+    counted as it is written, by ``iol_out``)."""
+    chunks = []
     for chunk in template.generate(**context):
         _tick()
-        size += len(chunk)
-        _sized_len(size)
         chunks.append(chunk)
     return "".join(chunks)
 
@@ -320,6 +314,8 @@ def check(value) -> list[str]:
                 _compile_template(value)
         except TemplateError as exc:
             problems.append(f"{value!r}: {exc}")
+        except RecursionError:  # ((((... thousands deep: the parser's own recursion
+            problems.append(f"{value[:200]!r}: nested too deeply")
     elif isinstance(value, dict):
         for k, v in value.items():
             problems += check(k) + check(v)
