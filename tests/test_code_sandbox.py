@@ -266,22 +266,64 @@ def test_each_run_of_a_session_starts_with_empty_tmp_dirs():
         )
 
 
+SECCOMP_PROBE = (
+    SANDBOX_ESCAPE + "ct = sys.modules['ctypes']\n"
+    "libc = ct.CDLL(None, use_errno=True)\n"
+    "nr = data['nr']\n"
+    "def errno_of(result):\n"
+    "    return ct.get_errno() if result == -1 else 'allowed'\n"
+    "def call(name, *args):\n"
+    "    return errno_of(libc.syscall(ct.c_long(nr[name]), *[ct.c_long(a) for a in args]))\n"
+    "me = os.getpid()\n"
+    "found = {\n"
+    "    'user namespace': errno_of(libc.unshare(0x10000000)),\n"
+    "    'pid namespace': errno_of(libc.unshare(0x20000000)),\n"
+    "    'setns': call('setns', 0, 0),\n"
+    "    'mount': errno_of(libc.mount(b'tmpfs', b'/tmp', b'tmpfs', 0, None)),\n"
+    "    'ptrace': errno_of(libc.ptrace(16, os.getppid(), None, None)),\n"
+    "    'kill': errno_of(libc.kill(me, 0)),\n"
+    "    'rt_sigqueueinfo': call('rt_sigqueueinfo', me, 0, 0),\n"
+    "    'rt_tgsigqueueinfo': call('rt_tgsigqueueinfo', me, me, 0, 0),\n"
+    "    'pidfd_open': call('pidfd_open', me, 0),\n"
+    "    'pidfd_getfd': call('pidfd_getfd', 0, 0, 0),\n"
+    "    'process_vm_readv': call('process_vm_readv', me, 0, 0, 0, 0, 0),\n"
+    "    'process_vm_writev': call('process_vm_writev', me, 0, 0, 0, 0, 0),\n"
+    # clone with a namespace flag (and SIGCHLD): refused whatever the flag
+    "    'clone new user': call('clone', 0x10000000 | 17, 0, 0, 0, 0),\n"
+    "    'clone new net': call('clone', 0x40000000 | 17, 0, 0, 0, 0),\n"
+    "    'clone new pid': call('clone', 0x20000000 | 17, 0, 0, 0, 0),\n"
+    "    'clone3': call('clone3', 0, 0),\n"
+    "}\n"
+    # clone without such a flag reaches the kernel (and RLIMIT_NPROC 0: EAGAIN)
+    "found['clone plain'] = call('clone', 17, 0, 0, 0, 0)\n"
+    "return found"
+)
+
+
+# The kernel's numbers (asm/unistd_64.h; aarch64's asm-generic/unistd.h), not the jail's.
+_COMMON_NRS = {"pidfd_open": 434, "clone3": 435, "pidfd_getfd": 438}
+SYSCALL_NRS = {
+    "x86_64": {"setns": 308, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "clone": 56,
+               "process_vm_readv": 310, "process_vm_writev": 311, **_COMMON_NRS},
+    "aarch64": {"setns": 268, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240, "clone": 220,
+                "process_vm_readv": 270, "process_vm_writev": 271, **_COMMON_NRS},
+}  # fmt: skip
+
+
 def test_a_code_step_cannot_make_namespaces_mount_trace_or_signal():
-    code = (
-        SANDBOX_ESCAPE + "ct = sys.modules['ctypes']\n"
-        "libc = ct.CDLL(None, use_errno=True)\n"
-        "def errno_of(result):\n"
-        "    return ct.get_errno() if result != 0 else 'allowed'\n"
-        "return {\n"
-        "    'user namespace': errno_of(libc.unshare(0x10000000)),\n"
-        "    'mount': errno_of(libc.mount(b'tmpfs', b'/tmp', b'tmpfs', 0, None)),\n"
-        "    'ptrace': errno_of(libc.ptrace(16, os.getppid(), None, None)),\n"
-        "    'kill': errno_of(libc.kill(os.getpid(), 0)),\n"
-        "}"
-    )
-    execution = run(code_step(code))
+    machine = os.uname().machine
+    if machine not in SYSCALL_NRS:
+        pytest.skip(f"no seccomp filter on {machine}")
+    numbers = SYSCALL_NRS[machine]
+    execution = run([("c", "code", {"code": SECCOMP_PROBE.replace("data['nr']", repr(numbers))})])
     assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
-    assert execution.output == dict.fromkeys(["user namespace", "mount", "ptrace", "kill"], 1)
+    eperm = [
+        "user namespace", "pid namespace", "setns", "mount", "ptrace", "kill",
+        "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open", "pidfd_getfd",
+        "process_vm_readv", "process_vm_writev", "clone new user", "clone new net",
+        "clone new pid",
+    ]  # fmt: skip
+    assert execution.output == {**dict.fromkeys(eperm, 1), "clone3": 38, "clone plain": 11}
 
 
 # --- a uid per sandbox -----------------------------------------------------------
@@ -524,6 +566,73 @@ def test_a_non_root_worker_isolates_its_sandboxes_with_user_namespaces():
         "run": [],
         "tmp": 16 << 20,
         "date": "2026-01-02",
+    }
+
+
+WORKER_PROBE = (
+    SANDBOX_ESCAPE + "pid = data['pid']\n"
+    "try:\n"
+    "    environ = open(f'/proc/{pid}/environ', 'rb').read().decode(errors='replace')\n"
+    "except OSError as exc:\n"
+    "    environ = type(exc).__name__\n"
+    "try:\n"
+    "    cmdline = open(f'/proc/{pid}/cmdline', 'rb').read().decode(errors='replace')\n"
+    "except OSError as exc:\n"
+    "    cmdline = type(exc).__name__\n"
+    "try:\n"
+    "    os.kill(pid, 15)\n"
+    "    signalled = 'sent'\n"
+    "except OSError as exc:\n"
+    "    signalled = type(exc).__name__\n"
+    "return {'environ': environ, 'cmdline': cmdline, 'signal': signalled,\n"
+    "        'pids': sorted(int(p) for p in os.listdir('/proc') if p.isdigit())}"
+)
+
+
+@pytest.mark.slow
+@as_root
+def test_in_user_namespace_mode_a_code_step_cannot_read_or_signal_the_worker():
+    """Non-root workers' sandboxes keep the workers' uid. They live in a PID
+    namespace of their own with its own /proc: the worker (here a process of the
+    same uid holding a secret in its environment) is neither visible (its
+    cmdline was readable before, its environ refused by the kernel across user
+    namespaces) nor reachable."""
+    python = "/usr/bin/python3"
+    if not Path(python).exists() or not shutil.which("setpriv"):
+        pytest.skip("needs /usr/bin/python3 and setpriv to run a fork server as nobody")
+    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    secret = "IOLINKER_TEST_SECRET=s3cret-of-the-worker"
+    worker = subprocess.Popen(
+        [*drop, "sleep", "60"], env={secret.split("=")[0]: secret.split("=")[1]}
+    )
+    config = json.dumps({"tmp_bytes": 16 << 20, "unisolated": False})
+    proc = subprocess.Popen(
+        [*drop, python, "-I", "-S", _ZYGOTE, config],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={},
+        cwd="/",
+    )
+    try:
+        assert secret in Path(f"/proc/{worker.pid}/environ").read_bytes().decode()
+        request = _request(WORKER_PROBE)
+        request["data"] = {"pid": worker.pid}
+        _zygote.write_frame(proc.stdin, request)
+        answer = _zygote.read_frame(proc.stdout)
+        assert worker.poll() is None  # not signalled
+    finally:
+        proc.kill()
+        proc.wait()
+        worker.kill()
+        worker.wait()
+    if answer and "cannot isolate" in answer.get("error", ""):
+        pytest.skip(f"no unprivileged user namespaces here: {answer['error']}")
+    assert answer["ok"], answer
+    assert answer["output"] == {
+        "environ": "FileNotFoundError",
+        "cmdline": "FileNotFoundError",
+        "signal": "PermissionError",
+        "pids": [1],
     }
 
 

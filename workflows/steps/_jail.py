@@ -22,10 +22,14 @@ pays for it once:
 
 Not root (or root without CAP_SYS_ADMIN, as in a default container, or root of
 a user namespace that maps few uids): a child
-creates a user namespace with its network and mount namespaces (unprivileged
-user namespaces, Debian's default), mounts the same tmpfs, and drops every
-capability; it keeps the workers' uid (a user namespace maps only one uid
-without setuid helpers), so it could signal processes of that uid. Where even
+creates a user namespace with its network, mount and PID namespaces
+(unprivileged user namespaces, Debian's default), forks once so that the code
+runs as PID 1 of that PID namespace (its parent only waits and ends as it
+ended), mounts a /proc of its own (no other process in it: the workers'
+environments and command lines are out of sight; an empty tmpfs where a new
+procfs may not be mounted), the same tmpfs, and drops every capability; it
+keeps the workers' uid (a user namespace maps only one uid without setuid
+helpers): the seccomp filter (_seccomp.py) refuses signals. Where even
 that is impossible, code steps fail with an error naming the cause, unless
 ``IOLINKER_CODE_SANDBOX=unisolated`` lets them run unconfined (as before: a
 working directory in the host's /tmp, named after the zygote's pid, and
@@ -35,14 +39,26 @@ working directory in the host's /tmp, named after the zygote's pid, and
 import contextlib
 import ctypes
 import os
+import select
 import shutil
+import signal
 import tempfile
 import time
 
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
+if __package__:
+    from . import _seccomp
+else:  # imported by the zygote run as a script (its directory is on the path)
+    import _seccomp
+
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = (
+    0x00020000,
+    0x10000000,
+    0x20000000,
+    0x40000000,
+)
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
-PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 4, 38
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
 # Sandbox uids are UID_BASE + pid: pids are below 2**22 (the kernel's pid_max
 # limit), so they stay under 2**31 and far above any account's uid.
 UID_BASE = 2_000_000_000
@@ -80,6 +96,45 @@ class _CapData(ctypes.Structure):
 def _drop_capabilities() -> None:
     header, data = _CapHeader(0x20080522, 0), (_CapData * 2)()  # _LINUX_CAPABILITY_VERSION_3
     _check(_LIBC.capset(ctypes.byref(header), data), "capset")
+
+
+def _become_pid_one() -> None:
+    """After unshare(CLONE_NEWPID): fork; the child goes on as PID 1 of the new
+    namespace (it sees no other process), the parent only waits for it and ends
+    as it ended (the zygote's waitpid, its kill of the process group and its
+    reading of the exit status are unchanged)."""
+    alive_r, alive_w = os.pipe()  # EOF for the child: its parent is gone
+    pid = os.fork()
+    if pid == 0:
+        os.close(alive_w)
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if select.select([alive_r], [], [], 0)[0]:  # the parent died before the line above
+            os._exit(1)
+        os.close(alive_r)
+        return
+    os.close(alive_r)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def _fresh_proc() -> None:
+    """/proc of the child's PID namespace: no other process's environ, cmdline
+    or fds to read. Where a new procfs may not be mounted (a container's masked
+    /proc), an empty read-only tmpfs covers /proc instead."""
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    try:
+        _mount("proc", "/proc", "proc", flags)
+    except OSError:
+        _mount("tmpfs", "/proc", "tmpfs", flags | MS_RDONLY, "size=4k,mode=555")
 
 
 class Jail:
@@ -171,7 +226,9 @@ class Jail:
             os.setresuid(uid, uid, uid)
         elif self.mode == "userns":
             self._enter_userns(network=network)
+            _become_pid_one()  # in a PID namespace of its own, under a waiting parent
             self._private_mounts(network=network)
+            _fresh_proc()
             workdir = self._workdir(os.getuid())
             _drop_capabilities()
         else:
@@ -182,7 +239,7 @@ class Jail:
                 os.setuid(NOBODY)
         # exec cannot gain privileges (setuid programs, file capabilities).
         _check(_LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
-        _forbid_syscalls()
+        _seccomp.install()
         return workdir
 
     def clear(self, workdir: str) -> None:
@@ -204,7 +261,7 @@ class Jail:
 
     def _enter_userns(self, *, network: bool) -> None:
         uid, gid = os.geteuid(), os.getegid()
-        flags = CLONE_NEWUSER | CLONE_NEWNS | (0 if network else CLONE_NEWNET)
+        flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | (0 if network else CLONE_NEWNET)
         _check(_LIBC.unshare(flags), "unshare(CLONE_NEWUSER)")
         # Our /proc/self files belong to root while we are not dumpable (the
         # zygote is not, so that children cannot read it): dumpable for the
@@ -236,60 +293,6 @@ class Jail:
         os.mkdir(workdir, 0o700)
         os.chown(workdir, uid, -1)
         return workdir
-
-
-# Refused (EPERM) to sandbox children by a seccomp filter: new namespaces (a user
-# namespace would let them mount tmpfs past their bound) and mounts, tracing and
-# reading other processes, and signals (user-namespace mode shares the workers' uid).
-_FORBIDDEN = ("unshare", "setns", "mount", "ptrace", "process_vm_readv", "process_vm_writev",
-              "kill", "tkill", "tgkill", "pidfd_send_signal", "open_tree", "move_mount",
-              "fsopen", "fsconfig", "fsmount")  # fmt: skip
-_NEW_MOUNT_API = {"pidfd_send_signal": 424, "open_tree": 428, "move_mount": 429, "fsopen": 430}
-_NEW_MOUNT_API |= {"fsconfig": 431, "fsmount": 432}
-_SYSCALLS = {
-    "x86_64": (0xC000003E, {"unshare": 272, "setns": 308, "mount": 165, "ptrace": 101,
-               "process_vm_readv": 310, "process_vm_writev": 311, "kill": 62, "tkill": 200,
-               "tgkill": 234, **_NEW_MOUNT_API}),
-    "aarch64": (0xC00000B7, {"unshare": 97, "setns": 268, "mount": 40, "ptrace": 117,
-                "process_vm_readv": 270, "process_vm_writev": 271, "kill": 129, "tkill": 130,
-                "tgkill": 131, **_NEW_MOUNT_API}),
-}  # fmt: skip
-PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
-
-
-class _SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte)]
-    _fields_ += [("k", ctypes.c_uint32)]
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
-
-
-def _forbid_syscalls() -> None:
-    """Install the seccomp filter (x86_64 and aarch64; elsewhere nothing)."""
-    arch = _SYSCALLS.get(os.uname().machine)
-    if arch is None:
-        return
-    audit_arch, numbers = arch
-    ld_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, JMP|JEQ|K, JMP|JGE|K, RET|K
-    allow, deny = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
-    nrs = [numbers[name] for name in _FORBIDDEN]
-    program = [
-        (ld_abs, 0, 0, 4),  # seccomp_data.arch
-        (jeq, 1, 0, audit_arch),
-        (ret, 0, 0, deny),  # another ABI (e.g. 32-bit calls): refuse everything
-        (ld_abs, 0, 0, 0),  # seccomp_data.nr
-        (jge, len(nrs) + 1, 0, 0x40000000),  # x32 syscalls: refuse
-    ]
-    program += [(jeq, len(nrs) - i, 0, nr) for i, nr in enumerate(nrs)]
-    program += [(ret, 0, 0, allow), (ret, 0, 0, deny)]
-    filters = (_SockFilter * len(program))(*[_SockFilter(*insn) for insn in program])
-    fprog = _SockFprog(len(program), filters)
-    _check(
-        _LIBC.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0),
-        "prctl(PR_SET_SECCOMP)",
-    )
 
 
 def sweep_stale(directory: str | None = None) -> int:

@@ -29,7 +29,9 @@ children are isolated (_jail.py). Each child, before any user code runs:
 * has no network (unless the step has ``network: true``), a private tmpfs for
   /tmp, /var/tmp, /dev/shm and its working directory, and, started as root, a
   uid of its own, so the worker's environment (/proc/<pid>/environ), the secret
-  key, the database files and other sandboxes are out of reach (_jail.py);
+  key, the database files and other sandboxes are out of reach; started
+  otherwise, a PID namespace and /proc of its own (_jail.py); a seccomp filter
+  (_seccomp.py);
 * cannot fork (RLIMIT_NPROC 0), so nothing outlives the step, nor gain
   privileges by exec (no_new_privs);
 * has address space, CPU time and file size capped;
@@ -102,9 +104,11 @@ def _confine(request: dict, jail: _jail.Jail, host_workdir, zygote_pid: int) -> 
         os.dup2(devnull, fd)
     network = bool(request.get("network"))
     workdir = jail.confine(network=network, host_workdir=host_workdir)
-    # A change of uid clears the parent-death signal: set it again.
+    # A change of uid clears the parent-death signal: set it again. (In
+    # user-namespace mode the child is PID 1 of its own namespace, under a parent
+    # that waits for it, set up by the jail: its getppid() is 0.)
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != zygote_pid:
+    if jail.mode != "userns" and os.getppid() != zygote_pid:
         os._exit(1)
     os.chdir(workdir)
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
