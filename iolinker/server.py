@@ -56,6 +56,8 @@ _BASE_ENVIRON = {
     "wsgi.run_once": False,
     "wsgi.version": (1, 0),
 }
+# Set in the environ when a body over the limit is left unread (see _read_body).
+_UNREAD = "iolinker.body_unread"
 _PROTOCOLS = {"1": "HTTP/1.0", "1.1": "HTTP/1.1", "2": "HTTP/2", "3": "HTTP/3"}
 
 
@@ -141,6 +143,7 @@ class RsgiFront:
             thread.start()
             self.threads.append(thread)
         self.timeout = settings.IOLINKER_BODY_READ_TIMEOUT
+        self.send_timeout = settings.IOLINKER_SEND_TIMEOUT
         self.api_limit = settings.IOLINKER_MAX_BODY_BYTES
         self.upload_limit = settings.IOLINKER_MAX_UPLOAD_BYTES
 
@@ -216,7 +219,9 @@ class RsgiFront:
                 underscored = {*underscored, name}  # rare: a set only when needed
                 continue
             if key in environ:
-                environ[key] += "," + value  # repeated fields, joined as granian did
+                # Repeated fields: Cookie pairs join with "; " (RFC 6265 §5.4; a ","
+                # would glue two cookies into one value), others with "," (RFC 9110).
+                environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
             else:
                 environ[key] = value
         if len(environ) - before + len(underscored) != len(headers):
@@ -230,7 +235,9 @@ class RsgiFront:
         Over the limit under /v1/, the application gets what it needs to answer
         413 in its own order of checks (a declared length and no body, or the
         first limit + 1 bytes): the same answer as before, never a thread held
-        by a read.
+        by a read. The rest of that body is never read, so the answer closes
+        the connection (``_UNREAD``): kept open, the unread bytes would be
+        drained or parsed as the next request.
         """
         is_api = responses.is_api_path(environ["PATH_INFO"])
         limit = self.api_limit if is_api else self.upload_limit
@@ -243,6 +250,7 @@ class RsgiFront:
                 return b""
             if declared > limit:
                 if is_api:
+                    environ[_UNREAD] = True
                     return b""
                 raise _Refused(errors.PAYLOAD_TOO_LARGE)
             try:
@@ -257,8 +265,10 @@ class RsgiFront:
         if "HTTP_TRANSFER_ENCODING" not in environ and http_version != "2":
             return b""  # HTTP/1 without Content-Length or chunked encoding: no body
         body = await self._in_time(self._read_stream(proto, limit))
-        if len(body) > limit and not is_api:
-            raise _Refused(errors.PAYLOAD_TOO_LARGE)
+        if len(body) > limit:
+            if not is_api:
+                raise _Refused(errors.PAYLOAD_TOO_LARGE)
+            environ[_UNREAD] = True
         environ["CONTENT_LENGTH"] = str(len(body))
         return body
 
@@ -319,8 +329,12 @@ class RsgiFront:
         def start_response(status, headers, exc_info=None):
             if exc_info and started:
                 raise exc_info[1].with_traceback(exc_info[2])
+            if unread:
+                headers = [*headers, ("Connection", "close")]
             started[:] = (status, headers)
             return _no_write
+
+        unread = environ.get(_UNREAD, False)
 
         result = self.app(environ, start_response)
         try:
@@ -346,13 +360,30 @@ class RsgiFront:
         async def send(stream, data):
             await stream.send_bytes(data)
 
-        stream = asyncio.run_coroutine_threadsafe(start(), self.loop).result()
         try:
+            stream = self._in_loop(start())
             for chunk in itertools.chain([first] if first is not None else [], chunks):
                 if chunk:  # one chunk in flight at a time, sent by the event loop
-                    asyncio.run_coroutine_threadsafe(send(stream, chunk), self.loop).result()
+                    self._in_loop(send(stream, chunk))
         except _BODY_ERRORS:
             pass  # the client went away: stop producing
+        except TimeoutError:
+            # A client that does not read: the thread is free again (the
+            # connection is left to granian's event loop, where it holds no thread).
+            logger.warning(
+                "A client took no chunk of a streamed answer for %s s: stopped sending",
+                self.send_timeout,
+            )
+
+    def _in_loop(self, coroutine):
+        """Run ``coroutine`` in the event loop and wait for it, at most the send
+        timeout (then it is cancelled and TimeoutError raised)."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result(timeout=self.send_timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def _refuse(self, proto, spec: errors.ErrorSpec, message: str | None = None) -> None:
         body = responses.error_body(spec, message)

@@ -163,6 +163,9 @@ IOLINKER_MAX_JSON_DEPTH = env_int("IOLINKER_MAX_JSON_DEPTH", 100, minimum=1, max
 # and at most IOLINKER_MAX_BODY_BYTES under /v1/ or IOLINKER_MAX_UPLOAD_BYTES
 # elsewhere (admin forms and workflow imports; larger ones get 413).
 IOLINKER_BODY_READ_TIMEOUT = env_int("IOLINKER_BODY_READ_TIMEOUT", 10, minimum=1, maximum=60)
+# Seconds a client may take to accept each chunk of a streamed answer before the
+# front stops sending it and frees the request thread (iolinker/server.py).
+IOLINKER_SEND_TIMEOUT = env_int("IOLINKER_SEND_TIMEOUT", 30, minimum=1, maximum=3600)
 IOLINKER_MAX_UPLOAD_BYTES = env_int("IOLINKER_MAX_UPLOAD_BYTES", 10 * 1024 * 1024, minimum=1)
 # Headers (names + values) and query string (decoded keys + values) of a trigger:
 # larger ones get 431 / 414 (the web server refuses far larger ones by itself).

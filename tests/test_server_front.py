@@ -110,6 +110,8 @@ def test_the_environ_drops_underscore_headers_and_keeps_wsgi_strings():
         ("x-forwarded_for", "203.0.113.8"),
         ("accept", "a"),
         ("accept", "b"),
+        ("cookie", "sessionid=1"),
+        ("cookie", "csrftoken=2"),
         ("content-type", "application/json"),
         ("content-length", "2"),
     ]
@@ -118,6 +120,7 @@ def test_the_environ_drops_underscore_headers_and_keeps_wsgi_strings():
     assert seen["HTTP_X_FORWARDED_FOR"] == "198.51.100.1"
     assert not [k for k in seen if "FORWARDED" in k and k != "HTTP_X_FORWARDED_FOR"]
     assert seen["HTTP_ACCEPT"] == "a,b"  # repeated fields joined, as granian's WSGI did
+    assert seen["HTTP_COOKIE"] == "sessionid=1; csrftoken=2"  # RFC 6265 §5.4
     assert (seen["CONTENT_TYPE"], seen["CONTENT_LENGTH"]) == ("application/json", "2")
     assert "HTTP_CONTENT_LENGTH" not in seen
     assert seen["PATH_INFO"] == "/v1/é".encode().decode("latin-1")  # PEP 3333
@@ -163,6 +166,8 @@ def test_over_the_limit_under_v1_the_application_answers_in_its_own_order(settin
     proto = FakeProto(whole=b"never read")
     serve(echo_environ(seen), scope(headers=[("content-length", too_long)]), proto)
     assert seen["CONTENT_LENGTH"] == too_long and seen["body"] == b""
+    # The rest of the body is never read: the answer closes the connection.
+    assert ("Connection", "close") in proto.answer[1]
     # Elsewhere (the admin) the front answers 413 itself.
     seen.clear()
     too_long = str(settings.IOLINKER_MAX_UPLOAD_BYTES + 1)
@@ -198,6 +203,54 @@ def test_a_streaming_answer_is_sent_chunk_by_chunk_and_closed_in_its_thread():
     assert proto.answer == (200, [("Content-Type", "text/plain")], None)
     assert proto.streamed == [b"a", b"bc"]
     assert closed == [result.thread]
+
+
+def test_an_over_limit_chunked_v1_body_is_cut_and_its_answer_closes_the_connection(settings):
+    seen = {}
+    limit = settings.IOLINKER_MAX_BODY_BYTES
+    proto = FakeProto([b"x" * limit, b"yy", b"never read"])
+    serve(echo_environ(seen), scope(headers=[("transfer-encoding", "chunked")]), proto)
+    assert len(seen["body"]) == limit + 1  # what the application needs to answer 413
+    assert ("Connection", "close") in proto.answer[1]
+    # A body within the limit keeps the connection.
+    proto = FakeProto([b"{}"])
+    serve(echo_environ(seen), scope(headers=[("transfer-encoding", "chunked")]), proto)
+    assert ("Connection", "close") not in proto.answer[1]
+
+
+def test_a_client_that_never_takes_a_streamed_answer_frees_the_thread(settings):
+    """granian's send waits while the client does not read: the request thread
+    stops sending after IOLINKER_SEND_TIMEOUT and closes the answer."""
+    settings.IOLINKER_SEND_TIMEOUT = 1
+    closed, produced = [], []
+
+    class Endless:
+        def __iter__(self):
+            while True:
+                produced.append(1)
+                yield b"chunk"
+
+        def close(self):
+            closed.append(True)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Endless()
+
+    class Stuck(FakeProto):
+        def response_stream(self, status, headers):
+            self.answer = (status, headers, None)
+
+            class Stream:
+                async def send_bytes(self, data):
+                    await asyncio.Event().wait()  # the client never reads
+
+            return Stream()
+
+    proto = Stuck()
+    serve(app, scope(method="GET", path="/admin/export"), proto)
+    assert closed == [True]  # serve() returned: the thread is free, the answer closed
+    assert len(produced) == 1  # the first chunk never went out: nothing more was made
 
 
 def test_an_application_error_is_the_500_envelope():

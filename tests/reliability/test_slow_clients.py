@@ -194,6 +194,55 @@ def test_incomplete_and_malformed_chunked_bodies_are_refused_and_store_nothing()
         platform.stop()
 
 
+def exchange(port: int, data: bytes, *, timeout: float = 10) -> tuple[bytes, bool]:
+    """Send ``data`` on a keep-alive connection; what comes back, and whether the
+    server closed the connection (False: it was still open at ``timeout``)."""
+    with socket.create_connection(("127.0.0.1", port), timeout) as sock:
+        with contextlib.suppress(OSError):  # the server may close while we send
+            sock.sendall(data)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except TimeoutError:
+            return answer, False
+        except ConnectionResetError:
+            pass
+    return answer, True
+
+
+def test_an_over_limit_v1_body_answered_413_closes_the_connection(settings):
+    """The rest of an over-limit body is never read: were the connection kept,
+    those bytes (here a whole second request) would be parsed as the next
+    request. The 413 says `Connection: close` and the server closes."""
+    api = make_api(make_workflow("big", STEPS), auth_mode=AuthMode.NONE)
+    platform = serve()
+    limit = settings.IOLINKER_MAX_BODY_BYTES
+    head = f"POST {api.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    second = f"POST {api.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{{}}"
+    announced = head + f"Content-Length: {2 * limit}\r\n\r\n" + second
+    padding = b'{"a": "' + b"x" * limit + b'"}'
+    chunked = (
+        (head + "Transfer-Encoding: chunked\r\n\r\n").encode()
+        + f"{len(padding):x}\r\n".encode()
+        + padding
+        + b"\r\n0\r\n\r\n"
+        + second.encode()
+    )
+    try:
+        for data in (announced.encode(), chunked):
+            answer, closed = exchange(platform.port, data)
+            status, fields, content = parse(answer)
+            assert status == 413, answer[:300]
+            assert error_code((status, fields, content)) == "requestError.payloadTooLarge"
+            assert fields.get("connection") == "close"
+            assert answer.count(b"HTTP/1.1 ") == 1, answer[:600]  # no second answer
+            assert closed
+        assert not Execution.objects.exists()
+    finally:
+        platform.stop()
+
+
 def test_header_names_with_underscores_never_choose_the_callers_address():
     """Behind a trusted proxy the caller is the right-most X-Forwarded-For entry;
     an `X_Forwarded_For` header (which a proxy may pass on) must not replace it."""
