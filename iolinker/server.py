@@ -32,7 +32,6 @@ import threading
 from django.conf import settings
 
 from iolinker import errors, responses
-from iolinker.env import env_int
 from iolinker.wsgi import application as wsgi_application  # sets Django up
 
 logger = logging.getLogger("iolinker.server")
@@ -138,7 +137,7 @@ class RsgiFront:
         # is one queue put (no executor bookkeeping), and each thread answers its
         # request itself (granian's response calls are thread-safe), so the
         # caller's answer never waits for the event loop to get the GIL back.
-        for n in range(env_int("WEB_THREADS", 32, minimum=1)):  # `serve --threads`
+        for n in range(settings.WEB_THREADS):  # `serve --threads`
             thread = threading.Thread(target=self._serve, name=f"request-{n}", daemon=True)
             thread.start()
             self.threads.append(thread)

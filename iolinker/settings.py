@@ -166,6 +166,10 @@ IOLINKER_BODY_READ_TIMEOUT = env_int("IOLINKER_BODY_READ_TIMEOUT", 10, minimum=1
 # Seconds a client may take to accept each chunk of a streamed answer before the
 # front stops sending it and frees the request thread (iolinker/server.py).
 IOLINKER_SEND_TIMEOUT = env_int("IOLINKER_SEND_TIMEOUT", 30, minimum=1, maximum=3600)
+# Request threads per web process (the RSGI front's, iolinker/server.py): read
+# here only. `manage.py serve --threads N` starts granian with WEB_THREADS=N in
+# its environment, so that its processes' settings read N.
+WEB_THREADS = env_int("WEB_THREADS", 32, minimum=1, maximum=1024)
 IOLINKER_MAX_UPLOAD_BYTES = env_int("IOLINKER_MAX_UPLOAD_BYTES", 10 * 1024 * 1024, minimum=1)
 # Headers (names + values) and query string (decoded keys + values) of a trigger:
 # larger ones get 431 / 414 (the web server refuses far larger ones by itself).

@@ -301,3 +301,22 @@ def test_an_undecodable_x_forwarded_for_is_400_everywhere():
         serve(echo_environ(seen), scope(path=path, headers=headers), proto)
         assert proto.answer[0] == 400 and not seen, path
         assert "x-forwarded-for" in json.loads(proto.answer[2])["response"]["error"]["message"]
+
+
+def test_the_request_threads_are_the_web_threads_setting(settings):
+    """One source: the WEB_THREADS setting (the front's threads, and the default of
+    `serve --threads`, which hands its value to the web processes' settings)."""
+    from workflows.management.commands.serve import Command
+
+    settings.WEB_THREADS = 3
+    front = RsgiFront(echo_environ({}))
+    loop = asyncio.new_event_loop()
+    try:
+        front.__rsgi_init__(loop)
+        assert len(front.threads) == 3
+    finally:
+        front.__rsgi_del__(loop)
+        loop.close()
+    parser = Command().create_parser("manage.py", "serve")
+    assert parser.parse_args([]).threads == 3
+    assert parser.parse_args(["--threads", "5"]).threads == 5

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from iolinker.env import env_int, env_str
@@ -34,12 +34,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--threads",
             type=int,
-            default=env_int("WEB_THREADS", 32, minimum=1),
-            help="Request threads per web process (default 32: concurrent triggers share commits)",
+            default=settings.WEB_THREADS,
+            help="Request threads per web process (default: the WEB_THREADS setting, 32: "
+            "concurrent triggers share commits)",
         )
         parser.add_argument("--no-qcluster", action="store_true", help="Run the web server only")
 
     def handle(self, *args, host, port, web_workers, threads, no_qcluster, **options):
+        if not 1 <= threads <= 1024:  # what the WEB_THREADS setting accepts
+            raise CommandError("--threads must be between 1 and 1024")
         manage = str(Path(settings.BASE_DIR) / "manage.py")
         # `bootstrap` collects static files here; the server needs the folder either way.
         Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
@@ -75,7 +78,8 @@ class Command(BaseCommand):
             "web": {
                 **os.environ,
                 "DB_POOL_SIZE": env_str("WEB_DB_POOL_SIZE", "8"),
-                "WEB_THREADS": str(threads),  # the front's request threads
+                # The one way to give the web processes' settings.WEB_THREADS a value.
+                "WEB_THREADS": str(threads),
             },
             "qcluster": {**os.environ, "DB_POOL_SIZE": "0"},
         }
