@@ -135,6 +135,24 @@ def test_ordinary_templates_still_render():
     }
 
 
+def test_large_text_with_newlines_inside_a_value_is_not_refused():
+    # 3 MB of lines inside a list: its str() and JSON are about 3.6 MB, well within.
+    text = "a line of text\n" * 200_000
+    execution = run(
+        [
+            (
+                "ok",
+                "transform",
+                {"value": {"whole": "{{ [body.text] }}", "str": "{{ [body.text]|string|length }}"}},
+            )
+        ],
+        body={"text": text},
+    )
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
+    assert execution.output["whole"] == [text]
+    assert execution.output["str"] == len(repr([text]))
+
+
 def test_everything_one_config_renders_counts_together():
     value = {"a": "{{ 'x' * 6000000 }}", "b": "{{ 'x' * 6000000 }}"}  # each under the bound
     execution = run([("big", "transform", {"value": value})])

@@ -59,10 +59,18 @@ def seq_len(value) -> int:
     return len(value) if isinstance(value, str | list | tuple | bytes) else 0
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _repr_len(text: str) -> int:
-    if text.isprintable():  # only backslashes and quotes get escaped
-        return len(text) + text.count("\\") + text.count("'") + 2
-    return 10 * len(text) + 2  # \U0001f600 at worst
+    """An upper bound on len(repr(text)), cheap for ordinary text (newlines too)."""
+    size = len(text) + text.count("\\") + text.count("'") + 2  # escaped: \\ and \'
+    if text.isprintable():
+        return size
+    controls = sum(1 for _ in _CONTROL.finditer(text))  # \n is 2 characters, \x00 4
+    if controls and _CONTROL.sub("", text).isprintable():
+        return size + 3 * controls
+    return 10 * len(text) + 2  # \U000e0001 at worst
 
 
 def shape(value, budget: int = MAX_TEXT) -> tuple[int, int, int]:
