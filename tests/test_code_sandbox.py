@@ -636,6 +636,39 @@ def test_in_user_namespace_mode_a_code_step_cannot_read_or_signal_the_worker():
     }
 
 
+@pytest.mark.slow
+@as_root
+def test_in_user_namespace_mode_how_the_code_ended_reaches_the_zygote():
+    """The code runs under a parent that only waits (PID 1 of its namespace needs
+    one): an exit code and a killing signal are passed on as they were."""
+    python = "/usr/bin/python3"
+    if not Path(python).exists() or not shutil.which("setpriv"):
+        pytest.skip("needs /usr/bin/python3 and setpriv to run a fork server as nobody")
+    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    config = json.dumps({"tmp_bytes": 16 << 20, "unisolated": False})
+    proc = subprocess.Popen(
+        [*drop, python, "-I", "-S", _ZYGOTE, config],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={},
+        cwd="/",
+    )
+    answers = []
+    try:
+        for code in ("os._exit(3)", "sys.modules['ctypes'].string_at(0)"):
+            _zygote.write_frame(proc.stdin, _request(SANDBOX_ESCAPE + code))
+            answers.append(_zygote.read_frame(proc.stdout))
+    finally:
+        proc.kill()
+        proc.wait()
+    if answers[0] and "cannot isolate" in answers[0].get("error", ""):
+        pytest.skip(f"no unprivileged user namespaces here: {answers[0]['error']}")
+    assert [a["error"] for a in answers] == [
+        "Code step process ended without a result (exit code 3)",
+        "Code step process ended without a result (signal 11)",
+    ]
+
+
 # --- what callers see of a failure ---------------------------------------------
 
 

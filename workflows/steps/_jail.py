@@ -39,6 +39,7 @@ working directory in the host's /tmp, named after the zygote's pid, and
 import contextlib
 import ctypes
 import os
+import resource
 import select
 import shutil
 import signal
@@ -122,6 +123,7 @@ def _become_pid_one() -> None:
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         signal.signal(sig, signal.SIG_DFL)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGXCPU would dump a core
         os.kill(os.getpid(), sig)
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
