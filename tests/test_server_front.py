@@ -1,7 +1,10 @@
 """The RSGI front (iolinker/server.py) in-process, with a stand-in for granian's
-protocol object: the environ it builds, how it reads bodies, and how it sends
-lists, Django responses and streaming answers (close() called in the request
-thread). The real server is tested in tests/reliability/test_slow_clients.py."""
+protocol object: the environ it builds (repeated Cookie headers joined with "; "),
+how it reads bodies (an over-limit one left unread closes the connection), how many
+request threads it starts, and how it sends lists, Django responses and streaming
+answers (close() called in the request thread; a client that never reads holds the
+thread at most IOLINKER_SEND_TIMEOUT). The real server is tested in
+tests/reliability/test_slow_clients.py."""
 
 import asyncio
 import json

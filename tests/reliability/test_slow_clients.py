@@ -1,7 +1,8 @@
 """The web server front (iolinker/server.py) against a real `manage.py serve`,
 over raw sockets: clients that stall or trickle their body hold no request
 thread and get 408 within the deadline while everyone else is served; a chunked
-body cut short or malformed is refused; header names with an underscore never
+body cut short or malformed is refused; an over-limit `/v1` body's 413 closes the
+connection (nothing after it is read as a request); header names with an underscore never
 reach the application; `/v1` and `//v1/…` answer the JSON 404; a dead qcluster is
 restarted while the web server keeps answering.
 """
