@@ -34,6 +34,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 # Known vulnerabilities of the installed dependencies. A vulnerable dependency fails;
 # dependencies that could not be looked up (the vulnerability database unreachable)

@@ -2,6 +2,7 @@
 throttled per address and per username before any password hash runs."""
 
 import contextlib
+from datetime import timedelta
 
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -10,6 +11,7 @@ from django.core.exceptions import ValidationError
 from iolinker.admin_utils import bar_chart_svg
 from iolinker.errors import ApiError
 from triggers import throttle
+from triggers.stats import trigger_refusals_since
 from workflows.selectors import dashboard_stats
 
 
@@ -59,6 +61,11 @@ class IolinkerAdminSite(admin.AdminSite):
 
     def index(self, request, extra_context=None):
         stats = dashboard_stats()
+        hour, day = (stats["now"] - timedelta(hours=n) for n in (1, 24))
+        stats["triggers_refused"] = {
+            "hour": trigger_refusals_since(hour),
+            "day": trigger_refusals_since(day),
+        }
         chart = bar_chart_svg(
             [
                 {

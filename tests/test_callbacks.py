@@ -29,7 +29,7 @@ from tests.helpers import (
 )
 from triggers import callbacks
 from triggers.models import AuthMode, CallbackAttempt, CallbackDelivery, CallbackStatus
-from workflows import services
+from workflows import hooks, services
 from workflows.lifecycle import execution_recover_stale
 from workflows.models import Execution, ExecutionStatus
 from workflows.selectors import execution_status
@@ -246,7 +246,7 @@ def test_runs_of_apis_without_a_callback_cost_no_extra_query(
 
     run_chunk()  # warms the per-process caches (workflow steps, APIs with callbacks)
     with_hook = run_chunk()
-    monkeypatch.setattr(services, "callbacks_schedule", lambda executions: None)
+    monkeypatch.setitem(hooks.FINISH_HOOKS, "triggers.callbacks", lambda executions: None)
     without_hook = run_chunk()
     assert with_hook == without_hook
     assert not CallbackDelivery.objects.exists()

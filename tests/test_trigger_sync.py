@@ -96,7 +96,7 @@ def test_sync_calls_check_the_api_like_async_ones(caller, echo_workflow):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_demo_api_answers_sync(caller):
-    from workflows.demo import demo_load
+    from triggers.demo import demo_load
 
     demo_load()
     with worker():

@@ -16,6 +16,7 @@ from triggers import callbacks, services
 from triggers.models import ApiDefinition, AuthMode, CallbackDelivery, RatePeriod
 from triggers.selectors import api_curl_example
 from triggers.stats import trigger_refusals_by_api
+from workflows.admin import execution_inline_register
 from workflows.ids import uid_datetime
 from workflows.selectors import execution_wait_final, runs_by_parent
 
@@ -404,6 +405,9 @@ class CallbackDeliveryInline(admin.StackedInline):
     @admin.display(description="Attempts")
     def attempt_log(self, obj: CallbackDelivery):
         return _attempt_log(obj)
+
+
+execution_inline_register(CallbackDeliveryInline)
 
 
 @admin.register(CallbackDelivery)

@@ -8,9 +8,14 @@ class TriggersConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save
 
+        from triggers.callbacks import callbacks_schedule
         from triggers.models import ApiDefinition
         from triggers.services import api_cache_clear
+        from workflows.hooks import finish_hook_register
         from workflows.models import Workflow
+
+        # Runs that end promise their completion callbacks in the same transaction.
+        finish_hook_register(name="triggers.callbacks", hook=callbacks_schedule)
 
         # Cached API definitions (triggers/services.py) must not outlive a change.
         for model in (ApiDefinition, Workflow):

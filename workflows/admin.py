@@ -21,7 +21,6 @@ from django.utils.html import format_html
 from django.utils.text import slugify
 
 from iolinker.admin_utils import ADMIN_MEDIA, pretty_json, status_badge
-from triggers.admin import CallbackDeliveryInline
 from workflows import lifecycle
 from workflows.credentials import credential_set_secret
 from workflows.definition import (
@@ -377,6 +376,17 @@ class TimeRangeFilter(admin.SimpleListFilter):
         return queryset.filter(uid__gte=uid_at(timezone.now() - entry[1]))
 
 
+# Inlines other apps show on the execution page (triggers adds its completion
+# callback; workflows never imports triggers). Filled at admin autodiscovery.
+EXECUTION_INLINES: list[type[admin.options.InlineModelAdmin]] = []
+
+
+def execution_inline_register(inline: type[admin.options.InlineModelAdmin]) -> None:
+    """Show ``inline`` on every execution's admin page."""
+    if inline not in EXECUTION_INLINES:
+        EXECUTION_INLINES.append(inline)
+
+
 @admin.register(Execution)
 class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = [
@@ -411,7 +421,7 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
             return queryset.filter(uid=int(term)), False
         return queryset.none(), False
 
-    inlines = [CallbackDeliveryInline]
+    inlines = EXECUTION_INLINES
     change_form_template = "admin/workflows/execution/change_form.html"
     media = ADMIN_MEDIA
     fieldsets = [

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from triggers.callbacks import callbacks_schedule
+from workflows.hooks import runs_finished
 from workflows.models import FINAL_STATUSES, Execution, ExecutionStatus
 from workflows.notify import finished_announce
 from workflows.services import (
@@ -69,7 +69,7 @@ def _end(runs, **fields) -> int:
             finished_at=timezone.now(), lease_until=None, **fields
         )
         finished_announce([e.uid for e in ended])
-        callbacks_schedule(ended)
+        runs_finished(ended)
     return count
 
 

@@ -18,7 +18,6 @@ from django_q.tasks import async_task
 
 from iolinker import errors
 from iolinker.errors import ApiError
-from triggers.callbacks import callbacks_schedule
 from workflows import engine
 from workflows.definition import (
     code_step_guard,
@@ -26,6 +25,7 @@ from workflows.definition import (
     definition_from_workflow,
     workflow_version_save,
 )
+from workflows.hooks import runs_finished
 from workflows.ids import UidUnavailable, next_uid
 from workflows.intake import GroupCommit
 from workflows.models import (
@@ -777,7 +777,7 @@ def _save(finished: list[Execution], step_runs: list[StepRun]) -> None:
                 finished = _still_ours(finished)
             final = [e for e in finished if e.is_final]
             finished_announce([e.uid for e in final])
-            callbacks_schedule(final)
+            runs_finished(final)
             resume_times = {e.resume_at for e in finished if e.resume_at}
             if resume_times:
                 _resume_schedule(resume_times)

@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from workflows.demo import demo_load
+from triggers.demo import demo_load
 
 
 class Command(BaseCommand):
