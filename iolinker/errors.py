@@ -1,7 +1,9 @@
 """Every error a caller can get, in one table.
 
 App code raises ``ApiError(SPEC)`` (optionally with a more precise message);
-``iolinker.responses`` turns it into the envelope
+the workflows domain raises its own errors (workflows/errors.py), each mapped
+here once (``DOMAIN_ERRORS``, ``ApiError.from_domain``); ``iolinker.responses``
+turns an ``ApiError`` into the envelope
 ``{"response": {"error": {"code": ..., "message": ...}}}`` with the status.
 The same table is in README.md ("Errors").
 """
@@ -102,3 +104,26 @@ class ApiError(Exception):
         self.message = message or spec.message
         self.headers = headers or {}
         super().__init__(f"{spec.code}: {self.message}")
+
+    @classmethod
+    def from_domain(cls, exc: Exception) -> "ApiError":
+        """The caller-visible form of a workflows domain error (``DOMAIN_ERRORS``,
+        the closest base class wins), with the domain's message."""
+        for kind in type(exc).__mro__:
+            spec = DOMAIN_ERRORS.get(kind.__name__)
+            if spec is not None:
+                return cls(spec, str(exc) or None)
+        return cls(INTERNAL)
+
+
+# The workflows domain's errors (workflows/errors.py) by class name (this module
+# imports no app): each one's row of the table above.
+DOMAIN_ERRORS: dict[str, ErrorSpec] = {
+    "QueueUnavailable": UNAVAILABLE,
+    "UidUnavailable": UNAVAILABLE,
+    "Unavailable": UNAVAILABLE,
+    "InputUnstorable": INVALID_PARAMS,
+    "WorkflowDisabled": API_DISABLED,
+    "NotCancellable": EXECUTION_FINISHED,
+    "NotRerunnable": EXECUTION_FINISHED,
+}

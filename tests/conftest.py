@@ -29,10 +29,9 @@ def _fresh_process_state(monkeypatch):
     caches["credentials"].clear()
     trigger_services.api_cache_clear()
     throttle.limits_reset()  # counters and blocks (in Redis too, under our own prefix)
-    from workflows.services import _PerProcess
+    from workflows.services.queueing import process_caches_clear
 
-    _PerProcess.versions.clear()
-    _PerProcess.env = (0.0, {})
+    process_caches_clear()
     notify.listener_stop()
     run_watch_stop()  # its connection would keep the test database from being dropped
 

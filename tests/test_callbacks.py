@@ -29,11 +29,11 @@ from tests.helpers import (
 )
 from triggers import callbacks
 from triggers.models import AuthMode, CallbackAttempt, CallbackDelivery, CallbackStatus
-from workflows import hooks, services
+from workflows import hooks
 from workflows.lifecycle import execution_recover_stale
 from workflows.models import Execution, ExecutionStatus
 from workflows.selectors import execution_status
-from workflows.services import execution_run_batch, execution_start
+from workflows.services import execution_run_batch, execution_start, queueing
 
 pytestmark = pytest.mark.django_db
 
@@ -235,7 +235,7 @@ def test_runs_of_apis_without_a_callback_cost_no_extra_query(
 
     def run_chunk() -> int:
         uids = [start(plain) for _ in range(3)]
-        monkeypatch.setattr(services._PerProcess, "chunk_size", 32)  # one chunk
+        monkeypatch.setattr(queueing.ProcessState, "chunk_size", 32)  # one chunk
         with (
             CaptureQueriesContext(connection) as queries,
             django_capture_on_commit_callbacks() as after_commit,

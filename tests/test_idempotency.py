@@ -16,8 +16,8 @@ from tests.test_trigger_errors import assert_error
 from tests.test_trigger_sync import sync_api, worker
 from triggers.models import IdempotencyKey
 from triggers.services import idempotency_key_purge
-from workflows import services as workflow_services
 from workflows.models import Execution
+from workflows.services import queueing
 
 JSON = "application/json"
 ORDER = "/v1/api/shop/order/async"
@@ -168,7 +168,7 @@ def test_a_failed_write_stores_no_key(caller, open_api, monkeypatch):
     def down(**kwargs):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(workflow_services, "execution_enqueue", down)
+    monkeypatch.setattr(queueing, "queue_push", down)
     assert_error(post(caller), 503, "serverError.unavailable")
     assert not Execution.objects.exists() and not IdempotencyKey.objects.exists()
 
@@ -180,9 +180,9 @@ def test_a_failed_queue_push_removes_the_run_and_its_key(caller, open_api, monke
     def push_fails(**kwargs):
         raise ConnectionError("redis is down")
 
-    monkeypatch.setattr(workflow_services, "_queue_is_transactional", lambda: False)
+    monkeypatch.setattr(queueing, "queue_is_transactional", lambda: False)
     with monkeypatch.context() as patch:
-        patch.setattr(workflow_services, "execution_enqueue", push_fails)
+        patch.setattr(queueing, "queue_push", push_fails)
         assert_error(post(caller), 503, "serverError.unavailable", "queue")
     assert not Execution.objects.exists() and not IdempotencyKey.objects.exists()
     retry = post(caller)

@@ -9,10 +9,9 @@ from django_q.timeout import TimeoutHandler
 
 from tests.conftest import make_workflow
 from tests.helpers import queued_messages
-from workflows import lifecycle, services
 from workflows.lifecycle import execution_recover_stale
 from workflows.models import Execution, ExecutionStatus, Workflow
-from workflows.services import execution_run, execution_start
+from workflows.services import execution_run, execution_start, queueing
 
 pytestmark = pytest.mark.django_db
 
@@ -65,8 +64,7 @@ def test_a_run_whose_worker_keeps_vanishing_is_failed_after_the_allowed_recoveri
 
 
 def test_a_queued_run_is_pushed_again_when_the_broker_is_not_transactional(settings, monkeypatch):
-    monkeypatch.setattr(services, "_queue_is_transactional", lambda: False)
-    monkeypatch.setattr(lifecycle, "_queue_is_transactional", lambda: False)
+    monkeypatch.setattr(queueing, "queue_is_transactional", lambda: False)
     old = start()
     fresh = start()
     before = queued_messages()

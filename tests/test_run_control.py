@@ -179,7 +179,7 @@ def test_a_run_whose_worker_is_killed_resumes_without_repeating_finished_steps(b
 
 @pytest.mark.django_db
 def test_a_worker_that_lost_its_run_cannot_overwrite_what_happened_since():
-    from workflows.services import _save
+    from workflows.services.running import chunk_save as _save
 
     execution = execution_start(
         workflow=make_workflow("fenced", [("t", "transform", {"value": 1})]), trigger_input={}

@@ -4,8 +4,9 @@ import pytest
 from django.db import OperationalError
 from django.test import override_settings
 
-from workflows import services as workflow_services
+from workflows import ids
 from workflows.models import Execution
+from workflows.services import queueing
 
 pytestmark = pytest.mark.django_db
 
@@ -141,7 +142,7 @@ def test_unexpected_error_is_a_json_500_without_traceback(caller, open_api, monk
     def explode(**kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(workflow_services, "next_uid", explode)
+    monkeypatch.setattr(ids, "next_uid", explode)
     response = caller.post("/v1/api/shop/order/async", data="{}", content_type=JSON)
     error = assert_error(response, 500, "serverError.internal")
     assert "secret internals" not in error["message"]
@@ -152,7 +153,7 @@ def test_database_down_is_503_and_no_uid(caller, open_api, monkeypatch):
     def down(**kwargs):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(workflow_services, "execution_enqueue", down)
+    monkeypatch.setattr(queueing, "queue_push", down)
     response = caller.post("/v1/api/shop/order/async", data="{}", content_type=JSON)
     assert_error(response, 503, "serverError.unavailable")
     assert "uid" not in response.content.decode()
@@ -166,8 +167,8 @@ def test_queue_down_with_a_non_transactional_broker_is_503_and_leaves_no_run(
     def push_fails(**kwargs):
         raise ConnectionError("redis is down")
 
-    monkeypatch.setattr(workflow_services, "_queue_is_transactional", lambda: False)
-    monkeypatch.setattr(workflow_services, "execution_enqueue", push_fails)
+    monkeypatch.setattr(queueing, "queue_is_transactional", lambda: False)
+    monkeypatch.setattr(queueing, "queue_push", push_fails)
     response = caller.post("/v1/api/shop/order/async", data="{}", content_type=JSON)
     assert_error(response, 503, "serverError.unavailable", "queue")
     assert not Execution.objects.exists()

@@ -16,9 +16,8 @@ from django.db import connection
 
 from tests.helpers import drain_queue
 from tests.test_callbacks import Receiver, callback_api, settle  # noqa: F401 (a fixture)
-from workflows import services
 from workflows.models import Execution, ExecutionStatus
-from workflows.services import execution_run_batch, execution_start
+from workflows.services import execution_run_batch, execution_start, queueing
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +40,7 @@ def poison(uid: int, *columns: str) -> None:
 def test_the_worker_fails_an_unreadable_run_alone_and_runs_the_rest_of_its_chunk(
     open_api, monkeypatch
 ):
-    monkeypatch.setattr(services._PerProcess, "chunk_size", 32)  # all three in one chunk
+    monkeypatch.setattr(queueing.ProcessState, "chunk_size", 32)  # all three in one chunk
     uids = [
         execution_start(workflow=open_api.workflow, trigger_input={"body": {"n": n}}).uid
         for n in range(3)

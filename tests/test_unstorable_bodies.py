@@ -18,9 +18,9 @@ from iolinker import errors
 from iolinker.errors import ApiError
 from tests.helpers import WsgiClient
 from triggers.http.jsonbody import json_too_deep
-from workflows import services
 from workflows.intake import GroupCommit
 from workflows.models import Execution
+from workflows.services import intake as run_intake
 
 JSON = "application/json"
 URL = "/v1/api/shop/order/async"
@@ -194,7 +194,7 @@ def test_a_database_outage_fails_the_batch_without_retrying_each_run():
         time.sleep(0.01)
         raise OperationalError("connection refused")
 
-    intake = GroupCommit(commit, retry_alone=services._may_be_one_runs_fault)
+    intake = GroupCommit(commit, retry_alone=run_intake.may_be_one_runs_fault)
 
     def submit(i):
         with pytest.raises(OperationalError):
@@ -203,8 +203,8 @@ def test_a_database_outage_fails_the_batch_without_retrying_each_run():
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(submit, range(24)))
     assert sum(map(len, calls)) == 24  # each run written once: no run-by-run retry
-    assert not services._may_be_one_runs_fault(ApiError(errors.UNAVAILABLE))
-    assert services._may_be_one_runs_fault(DataError("bad value"))
+    assert not run_intake.may_be_one_runs_fault(ApiError(errors.UNAVAILABLE))
+    assert run_intake.may_be_one_runs_fault(DataError("bad value"))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -213,7 +213,7 @@ def test_a_value_the_checks_missed_fails_only_its_own_call_on_postgresql(open_ap
     batch is written again run by run and only its caller gets the 400."""
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL, whose jsonb refuses \\u0000 (SQLite stores it)")
-    monkeypatch.setattr(services, "stored_text", json.dumps)  # no intake check
+    monkeypatch.setattr(run_intake, "stored_text", json.dumps)  # no intake check
     from triggers.services import api_fire
 
     def fire(i):

@@ -3,6 +3,7 @@ from datetime import timedelta
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -16,7 +17,7 @@ from triggers import callbacks, services
 from triggers.models import ApiDefinition, AuthMode, CallbackDelivery, RatePeriod
 from triggers.selectors import api_curl_example
 from triggers.stats import trigger_refusals_by_api
-from workflows.admin import execution_inline_register
+from workflows.admin import execution_inline_register, refusal_message
 from workflows.ids import uid_datetime
 from workflows.selectors import execution_wait_final, runs_by_parent
 
@@ -233,10 +234,10 @@ class ApiDefinitionAdmin(admin.ModelAdmin):
             accepted = services.api_fire(
                 api=api, headers={"user-agent": f"iolinker admin debug ({request.user})"}
             )
-        except ApiError as exc:
-            self.message_user(
-                request, f"Debug call of {api} refused: {exc.message}", messages.ERROR
-            )
+        except (ApiError, DatabaseError) as exc:
+            # Refused, or the queue or the database down: a message, never a 500 page.
+            reason = exc.message if isinstance(exc, ApiError) else refusal_message(exc)
+            self.message_user(request, f"Debug call of {api} refused: {reason}", messages.ERROR)
             return HttpResponseRedirect(reverse("admin:triggers_apidefinition_change", args=[pk]))
         execution = execution_wait_final(uid=accepted.uid, timeout=DEBUG_WAIT_SECONDS)
         status = execution.status if execution else "deleted"

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
 from django.core.cache import caches
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -20,8 +21,10 @@ from triggers import throttle
 from triggers.callbacks import api_rotate_callback_secret, callback_apis_forget
 from triggers.models import ApiDefinition, AuthMode, IdempotencyKey
 from triggers.stats import trigger_refusal_record
+from workflows.errors import WorkflowsError
 from workflows.models import Execution
-from workflows.services import execution_queue, execution_queue_once
+from workflows.services import execution_queue, queueing, sql
+from workflows.services.intake import execution_uid_new, run_new
 
 TOKEN_BYTES = 32
 # Never stored with a run, whatever IOLINKER_TRIGGER_HEADERS says.
@@ -78,11 +81,20 @@ def api_call(*, module: str, method: str, call: TriggerCall, authenticate: bool 
     try:
         api = api_get(module=module, method=method)
         return _api_accept(api=api, call=call, authenticate=authenticate)
+    except WorkflowsError as exc:
+        # The domain's error in the caller's words (iolinker.errors.DOMAIN_ERRORS).
+        error = ApiError.from_domain(exc)
+        _refusal_count(api, error)
+        raise error from exc
     except ApiError as exc:
-        if exc.spec.status < 500:
-            api_id = api.pk if api is not None else None
-            trigger_refusal_record(api_id=api_id, code=exc.spec.code, status=exc.spec.status)
+        _refusal_count(api, exc)
         raise
+
+
+def _refusal_count(api: ApiDefinition | None, exc: ApiError) -> None:
+    if exc.spec.status < 500:
+        api_id = api.pk if api is not None else None
+        trigger_refusal_record(api_id=api_id, code=exc.spec.code, status=exc.spec.status)
 
 
 def api_fire(
@@ -171,7 +183,7 @@ def api_call_once(*, api: ApiDefinition, key: str, trigger_input: dict) -> Accep
     """Accept a call carrying an idempotency key.
 
     * the key is new for this API (or expired): a new run, recorded with the key
-      in one transaction (workflows.services.execution_queue_once);
+      in one transaction (queueing.write_then_push);
     * the key names a run of the same request within the window: that run's uid,
       nothing started (``replayed``);
     * the key names a different request: 422 requestError.idempotencyKeyReused,
@@ -187,21 +199,42 @@ def api_call_once(*, api: ApiDefinition, key: str, trigger_input: dict) -> Accep
         query=trigger_input["query"],
     )
 
-    def reserve(uid: int) -> int | None:
-        return idempotency_key_reserve(api=api, key=key, fingerprint=fingerprint, uid=uid)
+    # The run and its key commit together or not at all, and a concurrent duplicate
+    # blocks on the key's unique index until this transaction ends, then sees its
+    # outcome. Not group-committed (workflows/intake.py): a batch is one
+    # transaction for many callers, and one caller's conflict or refusal must not
+    # fail the others, nor may a key wait on another batch's lock while holding the
+    # committer. So the request thread writes its own run: a transaction and two
+    # or three more statements, paid only by calls that carry a key.
+    uid = execution_uid_new()  # outside the transaction: its lease commits on its own
+    queueing.process()  # before the transaction: it may give back a pooled connection
+    run = run_new(uid, api.workflow_id, api.pk, trigger_input)
+    earlier: list[int] = []
 
-    def release(uid: int) -> None:
-        # Only the row naming this uid: never a key another request holds by now.
-        IdempotencyKey.objects.filter(api=api, key=key, uid=uid).delete()
+    def write() -> list[int]:
+        replayed = idempotency_key_reserve(api=api, key=key, fingerprint=fingerprint, uid=uid)
+        if replayed is not None:
+            earlier.append(replayed)
+            return []
+        sql.executions_insert([run])
+        return [uid]
 
-    uid, replayed = execution_queue_once(
-        workflow_id=api.workflow_id,
-        api_id=api.pk,
-        trigger_input=trigger_input,
-        reserve=reserve,
-        release=release,
-    )
-    return Accepted(uid, replayed)
+    def undo(uids) -> None:
+        # The run and its key together, so a retry with the key starts afresh
+        # instead of replaying a uid that no longer exists; only the key row naming
+        # this uid: never a key another request holds by now.
+        with transaction.atomic():
+            IdempotencyKey.objects.filter(api=api, key=key, uid=uid).delete()
+            Execution.objects.filter(uid=uid).delete()
+
+    # ORM broker: key, run and message in one transaction. Redis: key and run
+    # commit, then the push; a process dying in between leaves a queued run the
+    # reaper pushes again, and meanwhile the key replays its uid (that run will
+    # happen).
+    queueing.write_then_push(write=write, undo=undo, atomic_write=True)
+    if earlier:
+        return Accepted(earlier[0], True)
+    return Accepted(uid, False)
 
 
 def idempotency_key_reserve(

@@ -7,7 +7,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.options import ShowFacets
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
@@ -34,6 +34,7 @@ from workflows.definition import (
     workflow_import,
     workflow_version_save,
 )
+from workflows.errors import WorkflowsError
 from workflows.graph import definition_svg
 from workflows.ids import uid_at
 from workflows.models import (
@@ -46,7 +47,18 @@ from workflows.models import (
     WorkflowVersion,
 )
 from workflows.selectors import runs_by_parent
-from workflows.services import WorkflowDisabled, workflow_run
+from workflows.services import workflow_run
+
+# What a run, re-run or cancel button may meet besides success: a refusal of the
+# domain (workflows/errors.py: disabled, already ended, queue or uid unavailable)
+# or the database down. The admin says so; it never answers a 500 page.
+REFUSALS = (WorkflowsError, DatabaseError)
+
+
+def refusal_message(exc: Exception) -> str:
+    if isinstance(exc, WorkflowsError):
+        return str(exc) or "Service temporarily unavailable, try again later"
+    return "The database is unavailable, try again later"
 
 
 class StepFormSet(BaseInlineFormSet):
@@ -177,8 +189,8 @@ class WorkflowAdmin(admin.ModelAdmin):
             for workflow in queryset:
                 try:
                     execution = workflow_run(workflow=workflow, body=form.cleaned_data["input"])
-                except WorkflowDisabled as exc:
-                    self.message_user(request, str(exc), messages.WARNING)
+                except REFUSALS as exc:
+                    self.message_user(request, refusal_message(exc), messages.WARNING)
                     continue
                 url = reverse("admin:workflows_execution_change", args=[execution.uid])
                 self.message_user(
@@ -529,7 +541,11 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         execution = self._button_target(request, uid)
-        new = lifecycle.execution_rerun(uid=execution.uid)
+        try:
+            new = lifecycle.execution_rerun(uid=execution.uid)
+        except REFUSALS as exc:
+            self.message_user(request, f"{uid}: {refusal_message(exc)}", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:workflows_execution_change", args=[uid]))
         self.message_user(request, f"{execution.uid} re-run as {new.uid}.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:workflows_execution_change", args=[new.uid]))
 
@@ -544,8 +560,8 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         try:
             lifecycle.execution_cancel(uid=execution.uid)
             self.message_user(request, f"Cancel requested for {execution.uid}.")
-        except lifecycle.NotCancellable as exc:
-            self.message_user(request, f"{execution.uid}: {exc}", messages.WARNING)
+        except REFUSALS as exc:
+            self.message_user(request, f"{execution.uid}: {refusal_message(exc)}", messages.WARNING)
 
     @admin.action(description="Cancel selected runs", permissions=["operate"])
     def cancel_selected(self, request, queryset):
@@ -557,8 +573,8 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         for execution in queryset:
             try:
                 new = lifecycle.execution_rerun(uid=execution.uid)
-            except lifecycle.NotRerunnable as exc:
-                self.message_user(request, str(exc), messages.ERROR)
+            except REFUSALS as exc:
+                self.message_user(request, refusal_message(exc), messages.ERROR)
                 continue
             self.message_user(request, f"{execution.uid} re-run as {new.uid}.", messages.SUCCESS)
 

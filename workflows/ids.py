@@ -33,6 +33,8 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from snowflake import MAX_INSTANCE, Snowflake, SnowflakeGenerator
 
+from workflows.errors import UidUnavailable
+
 # A recent epoch: 41 bits of milliseconds last until 2095 instead of 2039.
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 EPOCH_MS = int(EPOCH.timestamp() * 1000)
@@ -41,10 +43,6 @@ RENEW_AFTER = timedelta(minutes=2)
 _MAX_CLOCK_WAIT_S = 2.0
 
 logger = logging.getLogger(__name__)
-
-
-class UidUnavailable(RuntimeError):
-    """No uid can be issued now (no free instance number, clock went back)."""
 
 
 class _State:

@@ -1,21 +1,23 @@
 """Services acting on runs after they were accepted: cancel, re-run, resume
-waiting runs, and the reaper that takes runs back from workers that vanished."""
+waiting runs, and the reaper that takes runs back from workers that vanished.
+Every status change they make is a named transition of
+workflows/services/transitions.py."""
 
 import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from workflows.hooks import runs_finished
-from workflows.models import FINAL_STATUSES, Execution, ExecutionStatus
-from workflows.notify import finished_announce
-from workflows.services import (
-    _queue_is_transactional,
-    execution_enqueue,
-    execution_insert_and_queue,
+from workflows.errors import NotCancellable, NotRerunnable
+from workflows.models import Execution, ExecutionStatus
+from workflows.services import queueing
+from workflows.services.intake import execution_queue_one
+from workflows.services.transitions import (
+    execution_cancel_request,
+    executions_end,
+    executions_requeue,
 )
 from workflows.storedjson import Unreadable
 
@@ -23,13 +25,14 @@ logger = logging.getLogger(__name__)
 CANCELLED_MESSAGE = "The run was cancelled"
 
 
-class NotCancellable(Exception):
-    """The run already ended; the message says how."""
-
-
-class NotRerunnable(Exception):
-    """The run's input cannot be read back (workflows/storedjson.py), so it cannot
-    be run again."""
+__all__ = [
+    "NotCancellable",
+    "NotRerunnable",
+    "execution_cancel",
+    "execution_recover_stale",
+    "execution_rerun",
+    "execution_resume_due",
+]
 
 
 def execution_cancel(*, uid: int) -> Execution | None:
@@ -39,10 +42,8 @@ def execution_cancel(*, uid: int) -> Execution | None:
     `cancelled`. Already final: NotCancellable. None when there is no such run."""
     # The flag first, whatever the status: a run that goes from running to
     # waiting (or back to queued) meanwhile still meets it (found by review).
-    Execution.objects.filter(uid=uid).exclude(status__in=FINAL_STATUSES).update(
-        cancel_requested=True
-    )
-    ended = _end(
+    execution_cancel_request(uid)
+    ended = executions_end(
         Execution.objects.filter(
             uid=uid, status__in=[ExecutionStatus.QUEUED, ExecutionStatus.WAITING]
         ),
@@ -58,21 +59,6 @@ def execution_cancel(*, uid: int) -> Execution | None:
     return execution
 
 
-def _end(runs, **fields) -> int:
-    """Give these runs a final state (with their finished notification and
-    completion callbacks, in the same transaction); how many."""
-    with transaction.atomic():
-        ended = list(runs.select_for_update().only("uid", "api_id"))
-        if not ended:
-            return 0
-        count = runs.filter(uid__in=[e.uid for e in ended]).update(
-            finished_at=timezone.now(), lease_until=None, **fields
-        )
-        finished_announce([e.uid for e in ended])
-        runs_finished(ended)
-    return count
-
-
 def execution_rerun(*, uid: int) -> Execution | None:
     """A new run of the same workflow with the original run's input, linked to it
     (``rerun_of``); None when there is no such run. It runs the workflow's current
@@ -82,7 +68,7 @@ def execution_rerun(*, uid: int) -> Execution | None:
         return None
     if isinstance(original.input, Unreadable):
         raise NotRerunnable(f"Execution {uid} cannot be re-run: its input is {original.input}")
-    return execution_insert_and_queue(
+    return execution_queue_one(
         Execution(
             workflow_id=original.workflow_id,
             api_id=original.api_id,
@@ -100,30 +86,7 @@ def execution_resume_due() -> int:
         .order_by("resume_at")
         .values_list("uid", flat=True)[:5000]
     )
-    return _requeue(uids, from_status=ExecutionStatus.WAITING, extra={"resume_at": None})
-
-
-def _requeue(uids: list[int], *, from_status: str, extra: dict) -> int:
-    """Mark the runs among ``uids`` still in ``from_status`` as queued and send
-    them a message (in the same transaction with the ORM broker). Only the runs
-    this call marked are sent, never one another process took meanwhile."""
-    if not uids:
-        return 0
-    now = timezone.now()
-    with transaction.atomic():
-        mine = list(
-            Execution.objects.select_for_update(skip_locked=True)
-            .filter(uid__in=uids, status=from_status)
-            .values_list("uid", flat=True)
-        )
-        Execution.objects.filter(uid__in=mine).update(
-            status=ExecutionStatus.QUEUED, queued_at=now, lease_until=None, **extra
-        )
-        if mine and _queue_is_transactional():
-            execution_enqueue(uids=mine)
-    if mine and not _queue_is_transactional():
-        execution_enqueue(uids=mine)  # lost push: the sweeper pushes queued runs again
-    return len(mine)
+    return executions_requeue(uids, from_status=ExecutionStatus.WAITING, extra={"resume_at": None})
 
 
 def execution_recover_stale() -> dict[str, int]:
@@ -148,7 +111,7 @@ def execution_recover_stale() -> dict[str, int]:
         )
     )
     top_level = Q(parent_step="")
-    failed = _end(
+    failed = executions_end(
         Execution.objects.filter(
             lapsed & top_level, recoveries__gte=settings.IOLINKER_RUN_MAX_RECOVERIES
         ),
@@ -157,7 +120,7 @@ def execution_recover_stale() -> dict[str, int]:
         f"(killed, out of memory or lost), {settings.IOLINKER_RUN_MAX_RECOVERIES + 1} times",
     )
     # Children of runs that ended meanwhile have no one left to resume them.
-    orphans = _end(
+    orphans = executions_end(
         Execution.objects.filter(
             (lapsed | Q(status=ExecutionStatus.WAITING)) & ~top_level,
             parent__status__in=[
@@ -175,16 +138,16 @@ def execution_recover_stale() -> dict[str, int]:
         .order_by("uid")
         .values_list("uid", flat=True)[:5000]
     )
-    recovered = _requeue(
+    recovered = executions_requeue(
         stale, from_status=ExecutionStatus.RUNNING, extra={"recoveries": F("recoveries") + 1}
     )
     resumed = execution_resume_due()
     requeued = 0
-    if not _queue_is_transactional():
+    if not queueing.queue_is_transactional():
         cutoff = now - timedelta(seconds=settings.IOLINKER_REQUEUE_AFTER)
         stale_queued = Execution.objects.filter(status=ExecutionStatus.QUEUED, queued_at__lt=cutoff)
         uids = list(stale_queued.values_list("uid", flat=True)[:5000])
-        requeued = _requeue(uids, from_status=ExecutionStatus.QUEUED, extra={})
+        requeued = executions_requeue(uids, from_status=ExecutionStatus.QUEUED, extra={})
     counts = {
         "failed": failed + orphans,
         "recovered": recovered,

@@ -19,13 +19,11 @@ import logging
 import os
 import threading
 import time
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 
-from workflows.models import Execution, ExecutionStatus
+from workflows.models import Execution
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +112,9 @@ class _Watch:
 
     @staticmethod
     def _renew(uids: list[int]) -> None:
-        until = timezone.now() + timedelta(seconds=settings.IOLINKER_RUN_LEASE_SECONDS)
-        Execution.objects.filter(uid__in=uids, status=ExecutionStatus.RUNNING).update(
-            lease_until=until
-        )
+        from workflows.services.transitions import leases_renew
+
+        leases_renew(uids)
 
 
 _watch = _Watch()

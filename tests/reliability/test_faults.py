@@ -33,10 +33,10 @@ from tests.helpers import (
 )
 from tests.helpers import test_database_url as database_url_of_test
 from triggers.models import AuthMode
-from workflows import services
 from workflows.ids import next_uid
 from workflows.lifecycle import execution_recover_stale
 from workflows.models import FINAL_STATUSES, Execution, ExecutionStatus, StepRun
+from workflows.services import queueing
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -62,10 +62,10 @@ def use_platform_queue(monkeypatch, platform: Platform) -> None:
     from django_q.brokers import get_broker
     from django_q.conf import Conf
 
-    services._process()
+    queueing.process()
     # django-q2 signs messages with the queue's name as the salt (its PREFIX).
     monkeypatch.setattr(Conf, "PREFIX", platform.queue_name)
-    monkeypatch.setattr(services._PerProcess, "broker", get_broker(list_key=platform.queue_name))
+    monkeypatch.setattr(queueing.ProcessState, "broker", get_broker(list_key=platform.queue_name))
 
 
 def wait_for(predicate, *, timeout: float, what: str, every: float = 0.2, between=None):
