@@ -120,7 +120,7 @@ AUTH_PASSWORD_VALIDATORS = [
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     # Verified API passwords, keyed by a digest that includes the stored hash
-    # (triggers/services.py); process-local on purpose: nothing secret leaves it.
+    # (triggers/services/apis.py); process-local on purpose: nothing secret leaves it.
     "credentials": {
         "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
         "LOCATION": "iolinker-credentials",

@@ -8,7 +8,8 @@ from django.contrib.auth.models import User
 
 from tests.test_security import ATTACKER, CALLER, PRIVATE, SECURE, post
 from tests.test_trigger_errors import assert_error
-from triggers import services, throttle
+from triggers import throttle
+from triggers.services import auth as auth_services
 from workflows.models import Execution
 
 pytestmark = pytest.mark.django_db
@@ -32,8 +33,8 @@ def staff(db):
 def hashes(monkeypatch):
     """Counts the slow password hash checks of API passwords."""
     calls = []
-    real = services.check_password
-    monkeypatch.setattr(services, "check_password", lambda *a: calls.append(1) or real(*a))
+    real = auth_services.check_password
+    monkeypatch.setattr(auth_services, "check_password", lambda *a: calls.append(1) or real(*a))
     return calls
 
 

@@ -22,6 +22,8 @@ from tests.test_admin_engine import workflow_form
 from tests.test_trigger_errors import assert_error
 from triggers import services, throttle
 from triggers.models import ApiDefinition, AuthMode
+from triggers.services import auth as auth_services
+from triggers.services import calls as call_services
 from workflows.models import Execution, Workflow
 
 pytestmark = pytest.mark.django_db
@@ -51,8 +53,8 @@ def failure_limit(settings):
 def hashes(monkeypatch):
     """Counts the slow password hash checks."""
     calls = []
-    real = services.check_password
-    monkeypatch.setattr(services, "check_password", lambda *a: calls.append(1) or real(*a))
+    real = auth_services.check_password
+    monkeypatch.setattr(auth_services, "check_password", lambda *a: calls.append(1) or real(*a))
     return calls
 
 
@@ -539,7 +541,7 @@ def test_credentials_are_never_logged(caller, token_api, password_api, caplog, m
     post(caller, PRIVATE, user="alice", password="pw-SECRET-2")  # wrong password
     post(caller, SECURE, token=token_api.plain_token)  # right one
     # An unexpected error is logged with its traceback: still no credential.
-    monkeypatch.setattr(services, "execution_queue", lambda **kw: 1 / 0)
+    monkeypatch.setattr(call_services, "execution_queue", lambda **kw: 1 / 0)
     response = post(caller, PRIVATE, user="alice", password="s3cret-pass", authorization="SECRET-3")
     assert response.status_code == 500
     logged = "\n".join(record.getMessage() + (record.exc_text or "") for record in caplog.records)

@@ -6,6 +6,7 @@ from django.core.cache import caches
 from tests.test_trigger_errors import assert_error
 from triggers import services
 from triggers.models import ApiDefinition
+from triggers.services import auth as auth_services
 from workflows.models import Execution
 
 pytestmark = pytest.mark.django_db
@@ -80,8 +81,10 @@ def test_password_is_stored_with_a_slow_salted_hash(password_api):
 
 def test_verified_password_is_cached_so_the_slow_hash_runs_once(caller, password_api, monkeypatch):
     calls = []
-    real_check = services.check_password
-    monkeypatch.setattr(services, "check_password", lambda *a: calls.append(1) or real_check(*a))
+    real_check = auth_services.check_password
+    monkeypatch.setattr(
+        auth_services, "check_password", lambda *a: calls.append(1) or real_check(*a)
+    )
     for _ in range(5):
         response = post(caller, "/v1/api/shop/private/async", user="alice", password="s3cret-pass")
         assert response.status_code == 202

@@ -17,7 +17,7 @@ class TriggersConfig(AppConfig):
         # Runs that end promise their completion callbacks in the same transaction.
         finish_hook_register(name="triggers.callbacks", hook=callbacks_schedule)
 
-        # Cached API definitions (triggers/services.py) must not outlive a change.
+        # Cached API definitions (triggers/services/apis.py) must not outlive a change.
         for model in (ApiDefinition, Workflow):
             post_save.connect(api_cache_clear, sender=model, dispatch_uid=f"api-cache-{model}")
             post_delete.connect(api_cache_clear, sender=model, dispatch_uid=f"api-del-{model}")

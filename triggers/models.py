@@ -74,7 +74,7 @@ class ApiDefinition(models.Model):
     auth_mode = models.CharField(
         "authentication", max_length=16, choices=AuthMode.choices, default=AuthMode.TOKEN
     )
-    # Secrets are stored hashed only (see triggers/services.py).
+    # Secrets are stored hashed only (see triggers/services/apis.py).
     token_hash = models.CharField(max_length=128, blank=True, editable=False)
     auth_user = models.CharField("user", max_length=150, blank=True)
     password_hash = models.CharField(max_length=256, blank=True, editable=False)
@@ -192,7 +192,7 @@ class IdempotencyKey(models.Model):
     ``uid`` is not a foreign key: runs may be purged while the key still
     answers within its window (the replay then names a uid whose status is 404,
     as the original answer would by then). ``fingerprint`` identifies the
-    request the key was first used with (triggers/services.py, request_fingerprint).
+    request the key was first used with (triggers/services/idempotency.py, request_fingerprint).
     ``created_at`` is set by the service, not ``auto_now_add``: replacing an
     expired key starts its window again.
     """
