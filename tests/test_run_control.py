@@ -179,7 +179,7 @@ def test_a_run_whose_worker_is_killed_resumes_without_repeating_finished_steps(b
 
 @pytest.mark.django_db
 def test_a_worker_that_lost_its_run_cannot_overwrite_what_happened_since():
-    from workflows.services.running import chunk_save as _save
+    from workflows.services.running import chunk_save
 
     execution = execution_start(
         workflow=make_workflow("fenced", [("t", "transform", {"value": 1})]), trigger_input={}
@@ -188,6 +188,6 @@ def test_a_worker_that_lost_its_run_cannot_overwrite_what_happened_since():
     Execution.objects.filter(uid=execution.uid).update(status=ExecutionStatus.RUNNING, attempts=2)
     stale = Execution.objects.get(uid=execution.uid)
     stale.attempts, stale.status, stale.output = 1, ExecutionStatus.SUCCEEDED, "stale"
-    _save([stale], [])
+    chunk_save([stale], [])
     row = Execution.objects.get(uid=execution.uid)
     assert row.status == ExecutionStatus.RUNNING and row.output is None

@@ -1,6 +1,6 @@
 """Runs a workflow version's steps: jumps, error policies, retries, limits.
 
-The engine does no I/O on our database itself. The caller (workflows/services.py)
+The engine does no I/O on our database itself. The caller (workflows/services/running.py)
 gives it the definition, the records of steps that finished in earlier attempts
 of the same run (a run resumed after a delay or taken back from a dead worker
 replays them instead of running them again), a ``record`` callback for each
@@ -144,7 +144,7 @@ class Runner:
         self.control = control or Control()
         self.env = env or {}
         self.version_key = version_key
-        self.children = children  # runs sub-workflows (workflows/services.py)
+        self.children = children  # runs sub-workflows (workflows/services/children.py)
         self.position = max((r.position for r in self.previous.values()), default=0)
 
     def run(self) -> Outcome:

@@ -106,7 +106,7 @@ class Step(models.Model):
         ]
         permissions = [
             # A code step runs Python on the workers: editing one is more than
-            # editing a workflow (workflows/admin.py, StepFormSet).
+            # editing a workflow (workflows/admin/workflow.py, StepFormSet).
             ("change_code_step", "Can add or change code steps"),
         ]
 
