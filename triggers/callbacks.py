@@ -35,7 +35,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Iterable
@@ -50,6 +49,7 @@ from django.utils import timezone
 from triggers.models import ApiDefinition, CallbackAttempt, CallbackDelivery, CallbackStatus
 from workflows.models import Execution
 from workflows.outbound import OutboundRefused, outbound_client
+from workflows.process import PerProcess
 from workflows.selectors import execution_status
 
 logger = logging.getLogger(__name__)
@@ -167,18 +167,18 @@ def callbacks_schedule(executions: Iterable[Execution]) -> None:
     transaction.on_commit(lambda: _enqueue(uids))
 
 
-class _PerProcess:
-    pid: int | None = None
-    broker = None
+def _broker_make():
+    from django_q.brokers import get_broker
+
+    return get_broker()
+
+
+# One django-q2 broker per process (a Redis broker opens a connection each).
+_BROKER = PerProcess(_broker_make)
 
 
 def _broker():
-    """One django-q2 broker per process (a Redis broker opens a connection each)."""
-    if _PerProcess.pid != os.getpid():
-        from django_q.brokers import get_broker
-
-        _PerProcess.broker, _PerProcess.pid = get_broker(), os.getpid()
-    return _PerProcess.broker
+    return _BROKER.get()
 
 
 def _enqueue(uids: list[int]) -> None:

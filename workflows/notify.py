@@ -11,11 +11,12 @@ poll with back-off) costs latency, never a wrong answer.
 """
 
 import logging
-import os
 import threading
 import time
 
 from django.db import connection
+
+from workflows.process import PerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ class _Listener:
     def __init__(self):
         self.lock = threading.Lock()
         self.waiters: dict[int, set[threading.Event]] = {}
-        self.pid = os.getpid()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="iolinker-finished", daemon=True)
         self.thread.start()
@@ -101,26 +101,20 @@ def _connect_params() -> dict:
     return {k: v for k, v in params.items() if v is not None} | options
 
 
-_listener: _Listener | None = None
-_listener_lock = threading.Lock()
+# Forked: the parent's thread and connection did not come along (workflows/process.py).
+_LISTENER = PerProcess(_Listener)
 
 
 def _get_listener() -> _Listener | None:
-    global _listener
     if connection.vendor != "postgresql":
         return None
-    with _listener_lock:
-        if _listener is None or _listener.pid != os.getpid():
-            _listener = _Listener()
-        return _listener
+    return _LISTENER.get()
 
 
 def listener_stop() -> None:
     """Stop this process's listener, if any (tests: before the database goes)."""
-    global _listener
-    with _listener_lock:
-        listener, _listener = _listener, None
-    if listener is not None and listener.pid == os.getpid():
+    listener = _LISTENER.forget()
+    if listener is not None:
         listener.stopping.set()
         listener.thread.join(5)
 

@@ -16,7 +16,6 @@ The thread has its own database connection, closed whenever nothing runs.
 
 import contextlib
 import logging
-import os
 import threading
 import time
 
@@ -24,6 +23,7 @@ from django.conf import settings
 from django.db import connection
 
 from workflows.models import Execution
+from workflows.process import PerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ class _Watch:
         self.wake = threading.Event()
         self.stopping = False
         self.thread: threading.Thread | None = None
-        self.pid = os.getpid()
 
     def register(self, uid: int, event: threading.Event | None = None) -> threading.Event:
         event = event or threading.Event()
@@ -117,14 +116,12 @@ class _Watch:
         leases_renew(uids)
 
 
-_watch = _Watch()
+# Forked: the parent's thread did not come along (workflows/process.py).
+_WATCH = PerProcess(_Watch)
 
 
 def _watch_for_this_process() -> _Watch:
-    global _watch
-    if _watch.pid != os.getpid():
-        _watch = _Watch()  # forked: the parent's thread did not come along
-    return _watch
+    return _WATCH.get()
 
 
 def run_watch_register(uid: int, event: threading.Event | None = None) -> threading.Event:

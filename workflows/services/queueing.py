@@ -14,7 +14,6 @@ construction atomic.
 """
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 
@@ -24,6 +23,7 @@ from django_q.tasks import async_task
 
 from workflows.errors import QueueUnavailable
 from workflows.notify import release_pooled_connection
+from workflows.process import PerProcess
 
 logger = logging.getLogger("workflows.services")
 
@@ -52,7 +52,6 @@ class ProcessState:
     per instance) and one group-commit intake per process (its ``intake`` is set
     by workflows/services/intake.py)."""
 
-    pid: int | None = None
     broker = None
     capture: MessageCapture | None = None
     intake = None
@@ -66,43 +65,32 @@ class ProcessState:
 
 # Run in the first call of each process (the intake registers its committer).
 _STARTERS: list[Callable[[type[ProcessState]], None]] = []
-_process_lock = threading.Lock()
 
 
-def _new_process_lock() -> None:
-    global _process_lock
-    _process_lock = threading.Lock()  # a lock held by another thread at fork stays held
-
-
-os.register_at_fork(after_in_child=_new_process_lock)
-
-
-def process() -> type[ProcessState]:
-    """This process's queue state, made on first use after each fork."""
-    if ProcessState.pid != os.getpid():
-        # Hold no pooled connection while waiting: the thread making the state needs
-        # one (django-q2's broker reads the autocommit flag), and threads parked here
-        # holding all of them deadlocked a web process (found by the benchmark).
-        release_pooled_connection()
-        with _process_lock:
-            if ProcessState.pid != os.getpid():
-                _process_start()
-    return ProcessState
-
-
-def process_starter_register(starter: Callable[[type[ProcessState]], None]) -> None:
-    if starter not in _STARTERS:
-        _STARTERS.append(starter)
-
-
-def _process_start() -> None:
+def _process_start() -> type[ProcessState]:
     from django_q.brokers import get_broker
 
     ProcessState.broker = get_broker()
     ProcessState.capture = MessageCapture() if queue_is_transactional() else None
     for starter in _STARTERS:
         starter(ProcessState)
-    ProcessState.pid = os.getpid()
+    return ProcessState
+
+
+# Hold no pooled connection while waiting: the thread making the state needs one
+# (django-q2's broker reads the autocommit flag), and threads parked here holding
+# all of them deadlocked a web process (found by the benchmark).
+_STATE = PerProcess(_process_start, before_make=release_pooled_connection)
+
+
+def process() -> type[ProcessState]:
+    """This process's queue state, made on first use after each fork."""
+    return _STATE.get()
+
+
+def process_starter_register(starter: Callable[[type[ProcessState]], None]) -> None:
+    if starter not in _STARTERS:
+        _STARTERS.append(starter)
 
 
 def process_caches_clear() -> None:
