@@ -1,14 +1,15 @@
 import pytest
 from django.core.cache import caches
 from django.test import Client
+from django.utils import timezone
 
 from tests.helpers import REQUIRE_SERVICES, WsgiClient, queue_is_redis
 from triggers import services as trigger_services
 from triggers import throttle
 from triggers.models import ApiDefinition, AuthMode
 from workflows import ids, intake, notify
-from workflows.models import Workflow
-from workflows.services import workflow_create
+from workflows.models import Execution, Workflow
+from workflows.services import execution_queue, workflow_create
 from workflows.watch import run_watch_stop
 
 
@@ -34,6 +35,18 @@ def _fresh_process_state(monkeypatch):
     process_caches_clear()
     notify.listener_stop()
     run_watch_stop()  # its connection would keep the test database from being dropped
+
+
+def execution_start(*, workflow: Workflow, trigger_input: dict, api=None) -> Execution:
+    """Queue a run as a call of an API does (workflows.services.execution_queue)
+    and give it back in memory."""
+    now = timezone.now()
+    uid = execution_queue(
+        workflow_id=workflow.pk, api_id=api.pk if api else None, trigger_input=trigger_input
+    )
+    return Execution(
+        uid=uid, api=api, workflow=workflow, input=trigger_input, created_at=now, queued_at=now
+    )
 
 
 @pytest.fixture

@@ -6,11 +6,10 @@ import json
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from tests.conftest import make_workflow
+from tests.conftest import execution_start, make_workflow
 from tests.helpers import drain_queue
 from workflows.definition import workflow_export
 from workflows.models import Credential, Execution, ExecutionStatus, Workflow
-from workflows.services import execution_start
 
 pytestmark = pytest.mark.django_db
 

@@ -5,11 +5,11 @@ half-written."""
 import pytest
 from django.db import OperationalError, connection
 
-from tests.conftest import make_api
+from tests.conftest import execution_start, make_api
 from triggers.models import ApiDefinition
 from workflows import lifecycle
 from workflows.models import Execution, ExecutionStatus
-from workflows.services import execution_start, queueing
+from workflows.services import queueing
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.conftest import ECHO_STEPS, make_api, make_workflow, needs_service
+from tests.conftest import ECHO_STEPS, execution_start, make_api, make_workflow, needs_service
 from tests.helpers import (
     LocalHttpServer,
     Platform,
@@ -33,7 +33,7 @@ from workflows import hooks
 from workflows.lifecycle import execution_recover_stale
 from workflows.models import Execution, ExecutionStatus
 from workflows.selectors import execution_status
-from workflows.services import execution_run_batch, execution_start, queueing
+from workflows.services import execution_run_batch, queueing
 
 pytestmark = pytest.mark.django_db
 

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_workflow
+from tests.conftest import execution_start, make_workflow
 from tests.helpers import BASE_DIR, SANDBOX_ESCAPE, RecordingServer, drain_queue
 from workflows import steps as step_library
 from workflows.models import Execution, ExecutionStatus, Workflow
 from workflows.selectors import execution_status
-from workflows.services import execution_start
 from workflows.steps import _imports, _jail, _zygote
 from workflows.steps.code import _ZYGOTE, _Sandbox
 

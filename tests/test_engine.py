@@ -6,10 +6,10 @@ from urllib.parse import parse_qs
 import pytest
 from django.core.exceptions import ValidationError
 
-from tests.conftest import make_workflow
+from tests.conftest import execution_start, make_workflow
 from tests.helpers import SANDBOX_ESCAPE, RecordingServer, drain_queue, queue_is_redis
 from workflows.models import Execution, ExecutionStatus, Step, StepRun, Workflow
-from workflows.services import execution_run, execution_start
+from workflows.services import execution_run
 
 pytestmark = pytest.mark.django_db
 

@@ -7,12 +7,12 @@ import pytest
 from django.core.exceptions import ValidationError
 from django_q.models import Schedule
 
-from tests.conftest import make_workflow
+from tests.conftest import execution_start, make_workflow
 from tests.helpers import RecordingServer, drain_queue
 from workflows.lifecycle import execution_resume_due
 from workflows.models import EnvironmentVariable, Execution, ExecutionStatus, StepRun, Workflow
 from workflows.selectors import execution_status
-from workflows.services import execution_start, workflow_create
+from workflows.services import workflow_create
 
 pytestmark = pytest.mark.django_db
 

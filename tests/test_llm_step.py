@@ -5,10 +5,11 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from tests.conftest import execution_start
 from tests.helpers import LocalHttpServer, drain_queue
 from workflows.credentials import credential_resolve, credential_set_secret
 from workflows.models import Credential, Execution, ExecutionStatus, StepRun, Workflow
-from workflows.services import execution_start, workflow_create
+from workflows.services import workflow_create
 
 pytestmark = pytest.mark.django_db
 KEY = "sk-test-0123456789"

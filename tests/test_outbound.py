@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from tests.conftest import make_workflow
+from tests.conftest import execution_start, make_workflow
 from tests.helpers import LocalHttpServer, RecordingServer, drain_queue
 from tests.test_callbacks import Receiver, callback_api, settle, start  # noqa: F401
 from tests.test_llm_step import FakeLlm, credential, run_llm
@@ -17,7 +17,6 @@ from triggers.models import CallbackAttempt
 from workflows import outbound
 from workflows.models import Execution, ExecutionStatus, Workflow
 from workflows.outbound import address_refusal
-from workflows.services import execution_start
 
 pytestmark = pytest.mark.django_db
 

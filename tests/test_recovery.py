@@ -7,11 +7,11 @@ from django.utils import timezone
 from django_q.exceptions import TimeoutException
 from django_q.timeout import TimeoutHandler
 
-from tests.conftest import make_workflow
+from tests.conftest import execution_start, make_workflow
 from tests.helpers import queued_messages
 from workflows.lifecycle import execution_recover_stale
 from workflows.models import Execution, ExecutionStatus, Workflow
-from workflows.services import execution_run, execution_start, queueing
+from workflows.services import execution_run, queueing
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
-from tests.conftest import make_api, make_workflow, needs_service
+from tests.conftest import execution_start, make_api, make_workflow, needs_service
 from tests.helpers import (
     Platform,
     RecordingServer,
@@ -28,7 +28,7 @@ from workflows.lifecycle import (
 )
 from workflows.models import Execution, ExecutionStatus, StepRun
 from workflows.selectors import execution_status
-from workflows.services import execution_run, execution_start
+from workflows.services import execution_run
 
 SLEEPY = [
     ("sleep", "code", {"code": "import time\ntime.sleep(30)", "timeout": 60}),

@@ -14,10 +14,11 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from tests.conftest import execution_start
 from tests.helpers import drain_queue
 from tests.test_callbacks import Receiver, callback_api, settle  # noqa: F401 (a fixture)
 from workflows.models import Execution, ExecutionStatus
-from workflows.services import execution_run_batch, execution_start, queueing
+from workflows.services import execution_run_batch, queueing
 
 pytestmark = pytest.mark.django_db
 

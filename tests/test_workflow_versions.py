@@ -5,6 +5,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
+from tests.conftest import execution_start
 from tests.helpers import drain_queue
 from workflows.definition import (
     DefinitionError,
@@ -14,7 +15,7 @@ from workflows.definition import (
     workflow_version_save,
 )
 from workflows.models import Execution, Step, Workflow
-from workflows.services import execution_start, workflow_create
+from workflows.services import workflow_create
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tests.conftest import make_api, make_workflow
+from tests.conftest import execution_start, make_api, make_workflow
 from tests.helpers import drain_queue
 from tests.manage.conftest import ManageClient, body, error, grant
 from tests.test_unreadable_rows import poison
@@ -22,7 +22,6 @@ from triggers.manage.auth import manage_token_create
 from triggers.models import AuthMode
 from workflows.definition import workflow_export
 from workflows.models import Execution, ExecutionStatus, Workflow
-from workflows.services import execution_start
 
 pytestmark = pytest.mark.django_db
 

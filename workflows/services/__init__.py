@@ -16,7 +16,7 @@ workflows/lifecycle.py; a worker's watch over its runs is workflows/watch.py.
 
 from workflows.errors import WorkflowDisabled
 from workflows.services.definitions import workflow_create, workflow_run
-from workflows.services.intake import execution_queue, execution_queue_one, execution_start
+from workflows.services.intake import execution_queue, execution_queue_one
 from workflows.services.worker import (
     execution_run,
     execution_run_batch,
@@ -29,7 +29,6 @@ __all__ = [
     "execution_queue_one",
     "execution_run",
     "execution_run_batch",
-    "execution_start",
     "execution_worker_may_steal",
     "workflow_create",
     "workflow_run",

@@ -19,7 +19,7 @@ from iolinker.errors import ApiError
 from workflows import ids
 from workflows.errors import InputUnstorable, UidUnavailable, Unavailable
 from workflows.intake import GroupCommit
-from workflows.models import Execution, ExecutionStatus, Workflow
+from workflows.models import Execution, ExecutionStatus
 from workflows.notify import release_pooled_connection
 from workflows.services import queueing, sql
 from workflows.storedjson import Unstorable, stored_text
@@ -72,17 +72,6 @@ def execution_queue(*, workflow_id: int, api_id: int | None, trigger_input: dict
     uid = execution_uid_new()
     queueing.process().intake.submit(run_new(uid, workflow_id, api_id, trigger_input))
     return uid
-
-
-def execution_start(*, workflow: Workflow, trigger_input: dict, api=None) -> Execution:
-    """Queue a run (execution_queue) and return it in memory (operators, tests)."""
-    now = timezone.now()
-    uid = execution_queue(
-        workflow_id=workflow.pk, api_id=api.pk if api else None, trigger_input=trigger_input
-    )
-    return Execution(
-        uid=uid, api=api, workflow=workflow, input=trigger_input, created_at=now, queued_at=now
-    )
 
 
 def execution_queue_one(execution: Execution) -> Execution:

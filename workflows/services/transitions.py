@@ -155,9 +155,15 @@ def _still_ours(finished: list[Execution]) -> list[Execution]:
 
 def executions_hand_back(uids: list[int]) -> None:
     """Runs this worker claimed and did not start (its task is stopping): queued
-    again, with a new message."""
-    Execution.objects.filter(uid__in=uids).update(status=ExecutionStatus.QUEUED, lease_until=None)
-    queueing.queue_push(uids=uids)
+    again, with a new message (a lost push: the reaper pushes them again)."""
+
+    def write() -> list[int]:
+        Execution.objects.filter(uid__in=uids).update(
+            status=ExecutionStatus.QUEUED, lease_until=None
+        )
+        return uids
+
+    queueing.write_then_push(write=write, undo=None)
 
 
 # end, requeue (cancel, resume, the reaper) ------------------------------------
