@@ -17,7 +17,7 @@ from triggers import callbacks, services
 from triggers.models import ApiDefinition, AuthMode, CallbackDelivery, RatePeriod
 from triggers.selectors import api_curl_example
 from triggers.stats import trigger_refusals_by_api
-from workflows.admin import execution_inline_register, refusal_message
+from workflows.admin import ReadOnlyMixin, execution_inline_register, refusal_message
 from workflows.ids import uid_datetime
 from workflows.selectors import execution_wait_final, runs_by_parent
 
@@ -352,17 +352,6 @@ def _ago(delta: timedelta) -> str:
     return f"{seconds} s"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 def _attempt_log(delivery: CallbackDelivery):
     rows = [
         (
@@ -412,7 +401,7 @@ execution_inline_register(CallbackDeliveryInline)
 
 
 @admin.register(CallbackDelivery)
-class CallbackDeliveryAdmin(ReadOnlyAdmin):
+class CallbackDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["execution_uid", "api", "status", "attempts", "next_attempt_at", "created_at"]
     list_filter = ["status"]
     list_select_related = ["execution__api"]

@@ -27,7 +27,7 @@ def recover_stale_executions() -> dict[str, int]:
 
 
 def resume_waiting_executions() -> int:
-    """Scheduled once at each wake-up time of waiting runs (services._resume_schedule)."""
+    """Scheduled once at each wake-up time of waiting runs (services.running._resume_schedule)."""
     return execution_resume_due()
 
 

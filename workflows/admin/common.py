@@ -29,6 +29,8 @@ class OperateMixin:
 
 
 class ReadOnlyMixin:
+    """Run records are read-only in the admin (runs, deliveries)."""
+
     def has_add_permission(self, request, obj=None):
         return False
 
