@@ -1,6 +1,6 @@
-"""The admin's run, re-run, cancel and debug buttons when the run queue or the
-database is down: a message on the page, never a 500 page, and nothing left
-half-written."""
+"""The admin's run, re-run, cancel and debug buttons (and the re-run command) when
+the run queue or the database is down: a message, never a 500 page or a
+traceback, and nothing left half-written."""
 
 import pytest
 from django.db import OperationalError, connection
@@ -12,8 +12,7 @@ from workflows.models import Execution, ExecutionStatus
 from workflows.services import queueing
 
 
-@pytest.fixture
-def queue_down(monkeypatch):
+def take_queue_down(monkeypatch) -> None:
     """The Redis broker path with Redis unreachable: runs commit, the push fails."""
 
     def push_fails(**kwargs):
@@ -21,6 +20,11 @@ def queue_down(monkeypatch):
 
     monkeypatch.setattr(queueing, "queue_is_transactional", lambda: False)
     monkeypatch.setattr(queueing, "queue_push", push_fails)
+
+
+@pytest.fixture
+def queue_down(monkeypatch):
+    take_queue_down(monkeypatch)
 
 
 def database_down(monkeypatch, service: str) -> None:
@@ -61,12 +65,7 @@ def test_rerun_button_with_the_queue_down_says_so_and_stays_on_the_run(
 ):
     original = execution_start(workflow=echo_workflow, trigger_input={"body": {}})
     page = f"/admin/workflows/execution/{original.uid}/change/"
-
-    def push_fails(**kwargs):
-        raise ConnectionError("redis is down")
-
-    monkeypatch.setattr(queueing, "queue_is_transactional", lambda: False)
-    monkeypatch.setattr(queueing, "queue_push", push_fails)
+    take_queue_down(monkeypatch)
     response = admin_client.post(f"/admin/workflows/execution/{original.uid}/rerun/")
     assert response.status_code == 302 and response["Location"] == page
     shown = admin_client.get(page).content.decode()
@@ -119,3 +118,13 @@ def test_debug_button_with_the_queue_down_says_so(admin_client, echo_workflow, q
         response.content.decode()
     )
     assert not Execution.objects.exists()
+
+
+def test_rerun_command_with_the_queue_down_is_a_command_error(echo_workflow, monkeypatch):
+    from django.core.management import CommandError, call_command
+
+    original = execution_start(workflow=echo_workflow, trigger_input={"body": {}})
+    take_queue_down(monkeypatch)
+    with pytest.raises(CommandError, match="The run queue is unavailable"):
+        call_command("rerun_execution", str(original.uid))
+    assert Execution.objects.count() == 1

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from workflows.lifecycle import NotCancellable, execution_cancel
+from workflows.errors import WorkflowsError
+from workflows.lifecycle import execution_cancel
 
 
 class Command(BaseCommand):
@@ -17,7 +18,7 @@ class Command(BaseCommand):
             raise CommandError(f"{uid!r} is not an execution uid")
         try:
             execution = execution_cancel(uid=int(uid))
-        except NotCancellable as exc:
+        except WorkflowsError as exc:  # already ended, or the queue unavailable
             raise CommandError(str(exc)) from None
         if execution is None:
             raise CommandError(f"No execution {uid}")

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from workflows.lifecycle import NotRerunnable, execution_rerun
+from workflows.errors import WorkflowsError
+from workflows.lifecycle import execution_rerun
 
 
 class Command(BaseCommand):
@@ -14,7 +15,7 @@ class Command(BaseCommand):
             raise CommandError(f"{uid!r} is not an execution uid")
         try:
             execution = execution_rerun(uid=int(uid))
-        except NotRerunnable as exc:
+        except WorkflowsError as exc:  # unreadable input, or the queue unavailable
             raise CommandError(str(exc)) from None
         if execution is None:
             raise CommandError(f"No execution {uid}")
