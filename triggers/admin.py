@@ -1,3 +1,7 @@
+"""The APIs admin: API definitions (token shown once, password hashed, enable
+switch, Debug button), their call statistics, and completion callback
+deliveries (also shown on a run's page through workflows' inline registry)."""
+
 from datetime import timedelta
 
 from django import forms

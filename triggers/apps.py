@@ -1,3 +1,6 @@
+"""The triggers app's configuration; at start it registers its finish hook
+(completion callbacks) into workflows and clears the API cache on changes."""
+
 from django.apps import AppConfig
 
 

@@ -1,3 +1,6 @@
+"""The triggers app's tables: API definitions (secrets hashed), idempotency keys,
+completion callback deliveries and attempts, and refusal counters."""
+
 import ipaddress
 import re
 from functools import cached_property

@@ -1,3 +1,6 @@
+"""Reads for the triggers app's pages and commands: an API's curl example, a run's
+callback attempts."""
+
 import json
 import shlex
 from urllib.parse import urlencode

@@ -1,3 +1,5 @@
+"""The workflows app's configuration."""
+
 from django.apps import AppConfig
 
 

@@ -1,3 +1,7 @@
+"""The workflows app's tables: workflows and their steps, versions (immutable
+definitions), runs (``Execution``) and step runs, environment variables and
+credentials, with the indexes each list and transition uses."""
+
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models

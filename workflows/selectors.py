@@ -1,3 +1,7 @@
+"""Reads of runs that are not trivial: a run's status body and detail, waiting for
+a final state, per-workflow and per-API run statistics, and the dashboard's
+numbers."""
+
 from datetime import datetime, timedelta
 
 from django.db.models import Count, OuterRef, Q, Subquery

@@ -1,3 +1,7 @@
+"""The step library's contract: ``StepType`` (name, label, config schema, ``run``),
+the ``StepContext`` a step runs with, ``StepError`` and the registry new step
+modules add themselves to (``@register``)."""
+
 import threading
 import time
 from dataclasses import dataclass, field

@@ -1,3 +1,7 @@
+"""The code step: Python run in a separate, isolated process (the per-process
+sandbox zygote, workflows/steps/_zygote.py and _jail.py), killed on cancel or
+timeout."""
+
 import contextlib
 import ctypes
 import hashlib

@@ -1,3 +1,5 @@
+"""The condition step: branch to another step on the first expression that holds."""
+
 from workflows import templating
 from workflows.steps.base import StepType, register
 

@@ -1,3 +1,6 @@
+"""The delay step: wait in place for short delays; for long ones the run ends
+``waiting`` and is resumed later, holding no worker."""
+
 from datetime import datetime, timedelta
 
 from django.conf import settings

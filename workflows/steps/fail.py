@@ -1,3 +1,5 @@
+"""The fail step: stop the run, failed, with a message."""
+
 from workflows.steps.base import StepError, StepType, register
 
 

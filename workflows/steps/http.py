@@ -1,3 +1,6 @@
+"""The HTTP request step: one outbound request through the guarded client
+(workflows/outbound.py), with stored credentials applied."""
+
 import json
 import time
 from urllib.parse import urlsplit, urlunsplit

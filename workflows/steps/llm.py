@@ -1,3 +1,6 @@
+"""The LLM step: one chat completion from an OpenAI-compatible endpoint, through
+the guarded outbound client."""
+
 import json
 
 import httpx

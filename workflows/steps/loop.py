@@ -1,3 +1,5 @@
+"""The loop step: run a list of steps once per item."""
+
 from workflows.steps.base import StepError, StepType, register
 
 DEFAULT_MAX_ITERATIONS = 100

@@ -1,3 +1,5 @@
+"""The output step: set the workflow's output."""
+
 from workflows.steps.base import StepType, register
 
 

@@ -1,3 +1,6 @@
+"""The sub-workflow step: start another workflow as a child run (queued, or run in
+place and waited for: workflows/services/children.py)."""
+
 from workflows.steps.base import StepType, register
 
 

@@ -1,3 +1,5 @@
+"""The transform step: build JSON from expressions over the input and earlier steps."""
+
 from workflows.steps.base import StepType, register
 
 

@@ -1,3 +1,5 @@
+"""A template filter showing a number of seconds as a short human duration."""
+
 from django import template
 
 register = template.Library()

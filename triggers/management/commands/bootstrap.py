@@ -1,3 +1,6 @@
+"""`manage.py bootstrap`: prepare an install to run: migrate, collect static files,
+create the admin login (printed) and load the demo API when missing."""
+
 import os
 import secrets
 

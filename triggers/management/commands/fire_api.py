@@ -1,3 +1,6 @@
+"""`manage.py fire_api`: fire an API as a caller would (same service as HTTP, without
+caller authentication) and print the execution uid; --wait prints the result."""
+
 import json
 
 from django.core.management.base import BaseCommand, CommandError

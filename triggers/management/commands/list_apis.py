@@ -1,3 +1,6 @@
+"""`manage.py list_apis`: list APIs with their URL, verb, authentication, state and
+workflow."""
+
 from django.core.management.base import BaseCommand
 
 from triggers.models import ApiDefinition

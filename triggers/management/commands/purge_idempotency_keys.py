@@ -1,3 +1,7 @@
+"""`manage.py purge_idempotency_keys`: delete Idempotency-Keys older than
+IOLINKER_IDEMPOTENCY_SECONDS (the scheduled purge does this every minute; this is
+for a cluster without workers, or at once)."""
+
 from django.core.management.base import BaseCommand
 
 from triggers import services

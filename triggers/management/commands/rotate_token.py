@@ -1,3 +1,6 @@
+"""`manage.py rotate_token`: give a token-auth API a new token and print it (the old
+one stops working)."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from iolinker.errors import ApiError

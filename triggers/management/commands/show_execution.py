@@ -1,3 +1,6 @@
+"""`manage.py show_execution`: show an execution by uid, with its trigger input,
+output, step runs and completion callback attempts (JSON)."""
+
 import json
 
 from django.core.management.base import BaseCommand, CommandError

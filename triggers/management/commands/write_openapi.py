@@ -1,3 +1,6 @@
+"""`manage.py write_openapi`: write the OpenAPI 3.1 document of the enabled APIs (what
+GET /v1/openapi.json serves) to stdout or a file."""
+
 from pathlib import Path
 
 from django.conf import settings

@@ -1,3 +1,7 @@
+"""`manage.py cancel_execution`: cancel a run by uid: a queued or waiting run ends
+cancelled now; a running one stops at its next step boundary (a running code step is
+killed)."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from workflows.errors import WorkflowsError

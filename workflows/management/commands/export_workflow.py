@@ -1,3 +1,6 @@
+"""`manage.py export_workflow`: write a workflow as JSON (format iolinker.workflow, see
+README) to stdout or a file."""
+
 import json
 
 from django.core.management.base import BaseCommand, CommandError

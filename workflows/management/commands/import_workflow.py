@@ -1,3 +1,6 @@
+"""`manage.py import_workflow`: create a workflow from a JSON file written by
+export_workflow (or the admin's Export)."""
+
 import json
 
 from django.core.management.base import BaseCommand, CommandError

@@ -1,3 +1,7 @@
+"""`manage.py purge_executions`: delete finished runs (with their step records and
+callback deliveries) that finished more than --days days ago (default
+IOLINKER_RETAIN_EXECUTIONS_DAYS)."""
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 

@@ -1,3 +1,6 @@
+"""`manage.py rerun_execution`: run an execution's workflow again with the same input:
+prints the new run's uid."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from workflows.errors import WorkflowsError
