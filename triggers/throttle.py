@@ -32,8 +32,6 @@ until then another process's block does not stop a right credential from it.
 import hashlib
 import ipaddress
 import math
-import os
-import threading
 import time
 from functools import lru_cache
 
@@ -47,6 +45,7 @@ from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateL
 from iolinker import errors
 from iolinker.errors import ApiError
 from triggers.models import ApiDefinition, RatePeriod
+from workflows.process import PerProcess
 
 _PERIODS = {
     RatePeriod.SECOND: PerSecond,
@@ -268,10 +267,8 @@ def _login_item() -> RateLimitItem | None:
 
 class _Limits:
     """The storage and strategies, made once per process (after a fork: the
-    memory storage's expiry timer is a thread, a Redis pool holds sockets)."""
-
-    _instance: "_Limits | None" = None
-    _lock = threading.Lock()
+    memory storage's expiry timer is a thread, a Redis pool holds sockets;
+    workflows/process.py)."""
 
     def __init__(self, storage: Storage):
         self.storage = storage
@@ -283,17 +280,7 @@ class _Limits:
 
     @classmethod
     def get(cls) -> "_Limits":
-        instance = cls._instance
-        if instance is None:
-            with cls._lock:
-                if cls._instance is None:
-                    cls._instance = cls(_storage_make())
-                instance = cls._instance
-        return instance
-
-    @classmethod
-    def forget(cls) -> None:
-        cls._instance = None
+        return _LIMITS.get()
 
 
 def _storage_make() -> Storage:
@@ -310,12 +297,12 @@ def _storage_make() -> Storage:
 def limits_reset() -> None:
     """Forget every counter and block (tests; an operator lifting blocks)."""
     _Blocked.until = {}
-    instance = _Limits._instance
+    instance = _LIMITS.peek()
     if instance is not None:
         instance.storage.reset()
 
 
-os.register_at_fork(after_in_child=_Limits.forget)
+_LIMITS = PerProcess(lambda: _Limits(_storage_make()))
 
 
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
