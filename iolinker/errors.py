@@ -109,11 +109,18 @@ class ApiError(Exception):
     def from_domain(cls, exc: Exception) -> "ApiError":
         """The caller-visible form of a workflows domain error (``DOMAIN_ERRORS``,
         the closest base class wins), with the domain's message."""
-        for kind in type(exc).__mro__:
+        return domain_api_error(exc) or cls(INTERNAL)
+
+
+def domain_api_error(exc: BaseException) -> ApiError | None:
+    """The ``ApiError`` of a workflows domain error (workflows/errors.py), None for
+    any other exception."""
+    for kind in type(exc).__mro__:
+        if kind.__module__ == "workflows.errors":
             spec = DOMAIN_ERRORS.get(kind.__name__)
             if spec is not None:
-                return cls(spec, str(exc) or None)
-        return cls(INTERNAL)
+                return ApiError(spec, str(exc) or None)
+    return None
 
 
 # The workflows domain's errors (workflows/errors.py) by class name (this module
@@ -125,5 +132,5 @@ DOMAIN_ERRORS: dict[str, ErrorSpec] = {
     "InputUnstorable": INVALID_PARAMS,
     "WorkflowDisabled": API_DISABLED,
     "NotCancellable": EXECUTION_FINISHED,
-    "NotRerunnable": EXECUTION_FINISHED,
+    "NotRerunnable": CONFLICT,
 }

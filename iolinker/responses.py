@@ -65,6 +65,9 @@ def error_parts(exc: Exception, *, method: str, path: str) -> tuple[ErrorSpec, s
     (error spec, message, extra headers); unexpected ones are logged."""
     if isinstance(exc, ApiError):
         return exc.spec, exc.message, exc.headers
+    domain = errors.domain_api_error(exc)  # workflows' own errors (errors.DOMAIN_ERRORS)
+    if domain is not None:
+        return domain.spec, domain.message, {}
     if isinstance(exc, RequestDataTooBig):
         return errors.PAYLOAD_TOO_LARGE, None, {}
     if isinstance(exc, SuspiciousOperation):  # e.g. too many query fields

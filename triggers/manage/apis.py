@@ -2,7 +2,7 @@
 off, rotate their token or callback signing secret.
 
 The same services as the admin's API pages and the ``rotate_token`` command
-(triggers/services.py, triggers/callbacks.py). A new secret (the first token of
+(triggers/services/apis.py, triggers/callbacks.py). A new secret (the first token of
 a token API, a callback signing secret, a rotated one) is in the answer that
 made it, under ``token`` or ``callbackSecret``, and never again: it is stored
 hashed (the token) or only used to sign (the callback secret).
