@@ -4,7 +4,7 @@ its status body there, signed in the Standard Webhooks style.
 Life of a callback (one `CallbackDelivery` row per run, keyed by its uid):
 
 1. ``callbacks_schedule`` runs inside the transaction that records the runs'
-   final states (``workflows.services._save``, ``execution_recover_stale``, through
+   final states (``workflows.services.running.chunk_save``, ``execution_recover_stale``, through
    ``workflows.hooks``: registered in ``triggers.apps``) and
    writes a pending delivery for each run whose API has a callback URL: the
    final state and the promise of a callback commit together. After the commit
