@@ -38,11 +38,49 @@ class Command(BaseCommand):
             help="Request threads per web process (default: the WEB_THREADS setting, 32: "
             "concurrent triggers share commits)",
         )
+        parser.add_argument(
+            "--http",
+            choices=["1", "auto"],
+            default=env_str("WEB_HTTP", "1"),
+            help="HTTP versions served: 1 (HTTP/1.1, the default) or auto (HTTP/1.1 and "
+            "cleartext HTTP/2 with prior knowledge). Under HTTP/1.1 a connection that sends "
+            "no request within the header deadline is closed; an idle HTTP/2 connection is "
+            "closed only when it stops answering keep-alive pings",
+        )
+        parser.add_argument(
+            "--backpressure",
+            type=int,
+            default=env_int("WEB_BACKPRESSURE", 2048, minimum=1),
+            help="Connections each web process serves at once (default 2048): an idle or "
+            "slow one costs an event-loop task, not a thread",
+        )
+        parser.add_argument(
+            "--backlog",
+            type=int,
+            default=env_int("WEB_BACKLOG", 4096, minimum=128),
+            help="Connections the kernel queues before they are accepted (default 4096)",
+        )
         parser.add_argument("--no-qcluster", action="store_true", help="Run the web server only")
 
-    def handle(self, *args, host, port, web_workers, threads, no_qcluster, **options):
+    def handle(
+        self,
+        *args,
+        host,
+        port,
+        web_workers,
+        threads,
+        http,
+        backpressure,
+        backlog,
+        no_qcluster,
+        **options,
+    ):
         if not 1 <= threads <= 1024:  # what the WEB_THREADS setting accepts
             raise CommandError("--threads must be between 1 and 1024")
+        if http not in ("1", "auto"):  # WEB_HTTP bypasses argparse's choices
+            raise CommandError("--http (WEB_HTTP) must be 1 or auto")
+        if backpressure < 1 or backlog < 128:
+            raise CommandError("--backpressure must be at least 1 and --backlog at least 128")
         manage = str(Path(settings.BASE_DIR) / "manage.py")
         # `bootstrap` collects static files here; the server needs the folder either way.
         Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
@@ -62,8 +100,30 @@ class Command(BaseCommand):
                 str(port),
                 "--workers",
                 str(web_workers),
+                # HTTP/1.1 only by default: granian's header deadline then also closes
+                # a connection that never sends a byte (under --http auto it never
+                # does, and ~backpressure such sockets locked every caller out).
+                "--http",
+                http,
                 "--http1-header-read-timeout",
                 str(header_timeout_ms),
+                "--backpressure",
+                str(backpressure),
+                "--backlog",
+                str(backlog),
+                # Over HTTP/2 the header deadline does not apply: an idle connection is
+                # closed when a keep-alive ping goes unanswered (a client that answers
+                # pings may stay; put a proxy with client timeouts in front for that).
+                *(
+                    []
+                    if http == "1"
+                    else [
+                        "--http2-keep-alive-interval",
+                        str(header_timeout_ms),
+                        "--http2-keep-alive-timeout",
+                        str(max(1, header_timeout_ms // 1000)),
+                    ]
+                ),
                 "--no-ws",
                 "--respawn-failed-workers",
                 "--no-access-log",
