@@ -34,7 +34,7 @@ children are isolated (_jail.py). Each child, before any user code runs:
   (_seccomp.py);
 * cannot fork (RLIMIT_NPROC 0), so nothing outlives the step, nor gain
   privileges by exec (no_new_privs);
-* has address space, CPU time and file size capped;
+* has address space, CPU time, file size and open descriptors (NOFILE) capped;
 * imports only the allowed standard-library modules (_imports.py);
 * starts each run in a fresh empty working directory and empty tmp dirs.
 """
@@ -74,6 +74,7 @@ MAX_LOG_CHARS = 65536
 SESSION_MAX_REQUESTS = 256
 SESSION_CPU_SECONDS = 1.0
 SESSION_IDLE_SECONDS = 2.0
+NOFILE = 64  # RLIMIT_NOFILE of a child: descriptors its code may hold at once
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
 _FILENAME = "<code step>"
 # Source lines are one further than the step's own: its code is the body of a def.
@@ -113,6 +114,9 @@ def _confine(request: dict, jail: _jail.Jail, host_workdir, zygote_pid: int) -> 
     os.chdir(workdir)
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024 * 1024,) * 2)
+    # Few descriptors: each open pipe or socket buffer is kernel memory no other
+    # limit counts (the worker's limit, 20,000 here, was inherited).
+    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
     # A session child may already have used up to SESSION_CPU_SECONDS.
     cpu = int(request["cpu_seconds"]) + math.ceil(SESSION_CPU_SECONDS)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
