@@ -10,12 +10,11 @@ only a request whose body has fully arrived takes one of the ``WEB_THREADS``
 threads, which run the WSGI application (``iolinker.wsgi.application``: the
 trigger fast path, then Django) exactly as granian's WSGI interface did.
 
-This module owns what a WSGI server owns: the environ (header names with an
-underscore are dropped, as gunicorn does: ``X_Forwarded_For`` would otherwise
-become ``HTTP_X_FORWARDED_FOR`` and override the real ``X-Forwarded-For``),
-refusing a body cut short or malformed (400), and sending the application's
-answer (lists and Django responses in one piece; streaming responses chunk by
-chunk). Answers are the WSGI application's, byte for byte.
+This module owns what a WSGI server owns: the environ (built and checked in
+iolinker/rsgi_environ.py), refusing a body cut short or malformed (400), and
+sending the application's answer (lists and Django responses in one piece;
+streaming responses chunk by chunk). Answers are the WSGI application's, byte for
+byte, except that `Set-Cookie` values lose the space Django puts before them.
 """
 
 import asyncio
@@ -26,12 +25,12 @@ import io
 import itertools
 import logging
 import queue
-import sys
 import threading
 
 from django.conf import settings
 
 from iolinker import errors, responses
+from iolinker.rsgi_environ import Refused, environ_of
 from iolinker.wsgi import application as wsgi_application  # sets Django up
 
 logger = logging.getLogger("iolinker.server")
@@ -43,68 +42,13 @@ try:
 except ImportError:  # granian is the server; without it (tests of parts) nothing raises these
     _BODY_ERRORS = ()
 
-# What granian's WSGI interface put in every environ (minus its copy of os.environ).
-_BASE_ENVIRON = {
-    "GATEWAY_INTERFACE": "CGI/1.1",
-    "SCRIPT_NAME": "",
-    "SERVER_SOFTWARE": "Granian",
-    "wsgi.errors": sys.stderr,
-    "wsgi.input_terminated": True,
-    "wsgi.multiprocess": False,
-    "wsgi.multithread": True,
-    "wsgi.run_once": False,
-    "wsgi.version": (1, 0),
-}
 # Set in the environ when a body over the limit is left unread (see _read_body).
 _UNREAD = "iolinker.body_unread"
-_PROTOCOLS = {"1": "HTTP/1.0", "1.1": "HTTP/1.1", "2": "HTTP/2", "3": "HTTP/3"}
-
-
-class _Refused(Exception):
-    """A request answered by the front itself, before it takes a thread."""
-
-    def __init__(self, spec: errors.ErrorSpec, message: str | None = None):
-        self.spec, self.message = spec, message
-
-
-@functools.cache
-def _environ_key(name: str) -> str | None:
-    """The environ key of a (lower-case) header name; None drops the header."""
-    if "_" in name:
-        return None
-    if name in ("content-type", "content-length"):
-        return name.upper().replace("-", "_")
-    return "HTTP_" + name.upper().replace("-", "_")
-
-
-def _undecodable_values(headers, environ: dict) -> None:
-    """Header fields whose value is not visible ASCII: granian lists their names
-    but hands over no value (it cannot decode the bytes), so without this they
-    would vanish: an Idempotency-Key of other bytes would silently start a second
-    run, and an X-Forwarded-For with one such byte left of the proxy's entry would
-    make the caller the trusted proxy (past IP allowlists and per-address limits).
-    Under /v1/, and for X-Forwarded-For anywhere, the request is refused (400,
-    naming the field); elsewhere (the admin, a browser's stray cookie) the value
-    becomes U+FFFD, never a value the sender did not write."""
-    for name in headers.keys():  # noqa: SIM118 (granian's Headers, not a dict)
-        key = _environ_key(name)
-        if key is None or headers.get_all(name):
-            continue
-        if name == "x-forwarded-for" or responses.is_api_path(environ["PATH_INFO"]):
-            raise _Refused(
-                errors.BAD_REQUEST, f"Header {name} has a value that is not printable ASCII"
-            )
-        environ[key] = "\ufffd"
 
 
 @functools.cache
 def _status_code(status: str) -> int:
     return int(status.split(" ", 1)[0])
-
-
-def _wsgi_str(text: str) -> str:
-    """PEP 3333's "bytes as latin-1" form of a path or query granian decoded as UTF-8."""
-    return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
 def _expire(task: asyncio.Task, expired: list) -> None:
@@ -115,6 +59,15 @@ def _expire(task: asyncio.Task, expired: list) -> None:
 def _resolve(done: asyncio.Future) -> None:
     if not done.done():
         done.set_result(None)
+
+
+def _strip_cookies(headers: list) -> list:
+    """Django's WSGI handler appends each cookie last, as ``cookie.output(header="")``:
+    a value with a leading space, a malformed field in HTTP/2 (RFC 9113 §8.2.1;
+    strict clients refuse the answer). Only answers that set a cookie pay this."""
+    return [
+        (name, value.strip()) if name == "Set-Cookie" else (name, value) for name, value in headers
+    ]
 
 
 def _no_write(data: bytes) -> None:
@@ -155,10 +108,10 @@ class RsgiFront:
             proto.close(403)
             return
         try:
-            environ = self._environ(scope)
+            environ = environ_of(scope)
             body = await self._read_body(environ, proto, scope.http_version)
-        except _Refused as refused:
-            self._refuse(proto, refused.spec, refused.message)
+        except Refused as refused:
+            self._refuse(proto, refused.spec, refused.message, refused.headers)
             return
         environ["wsgi.input"] = io.BytesIO(body)
         done = self.loop.create_future()
@@ -197,37 +150,6 @@ class RsgiFront:
         while finished:
             _resolve(finished.popleft())
 
-    def _environ(self, scope) -> dict:
-        server, _, port = scope.server.rpartition(":")
-        environ = {
-            **_BASE_ENVIRON,
-            "SERVER_PROTOCOL": _PROTOCOLS.get(scope.http_version, "HTTP/1.1"),
-            "SERVER_NAME": server,
-            "SERVER_PORT": port,
-            "REMOTE_ADDR": scope.client.rpartition(":")[0].strip("[]"),
-            "REQUEST_METHOD": scope.method,
-            "PATH_INFO": _wsgi_str(scope.path),
-            "QUERY_STRING": _wsgi_str(scope.query_string),
-            "wsgi.url_scheme": scope.scheme,
-        }
-        headers = scope.headers
-        before, underscored = len(environ), ()
-        for name, value in headers.items():
-            key = _environ_key(name)
-            if key is None:
-                underscored = {*underscored, name}  # rare: a set only when needed
-                continue
-            if key in environ:
-                # Repeated fields: Cookie pairs join with "; " (RFC 6265 §5.4; a ","
-                # would glue two cookies into one value), others with "," (RFC 9110).
-                environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
-            else:
-                environ[key] = value
-        if len(environ) - before + len(underscored) != len(headers):
-            # A name granian counts but gives no value for: look closer (rare).
-            _undecodable_values(headers, environ)
-        return environ
-
     async def _read_body(self, environ: dict, proto, http_version: str) -> bytes:
         """The whole body, read within the deadline and up to the limit.
 
@@ -251,22 +173,20 @@ class RsgiFront:
                 if is_api:
                     environ[_UNREAD] = True
                     return b""
-                raise _Refused(errors.PAYLOAD_TOO_LARGE)
+                raise Refused(errors.PAYLOAD_TOO_LARGE)
             try:
                 body = await self._in_time(proto())
             except _BODY_ERRORS:
                 body = b""
             if len(body) != declared:
-                raise _Refused(
-                    errors.BAD_REQUEST, "Request body is shorter than its Content-Length"
-                )
+                raise Refused(errors.BAD_REQUEST, "Request body is shorter than its Content-Length")
             return body
         if "HTTP_TRANSFER_ENCODING" not in environ and http_version != "2":
             return b""  # HTTP/1 without Content-Length or chunked encoding: no body
         body = await self._in_time(self._read_stream(proto, limit))
         if len(body) > limit:
             if not is_api:
-                raise _Refused(errors.PAYLOAD_TOO_LARGE)
+                raise Refused(errors.PAYLOAD_TOO_LARGE)
             environ[_UNREAD] = True
         environ["CONTENT_LENGTH"] = str(len(body))
         return body
@@ -286,7 +206,7 @@ class RsgiFront:
             if not expired:
                 raise
             task.uncancel()
-            raise _Refused(errors.REQUEST_TIMEOUT) from None
+            raise Refused(errors.REQUEST_TIMEOUT) from None
         finally:
             timer.cancel()
 
@@ -315,7 +235,7 @@ class RsgiFront:
         except _BODY_ERRORS:
             empty = 2
         if empty != 1:
-            raise _Refused(
+            raise Refused(
                 errors.BAD_REQUEST, "Request body is incomplete (a chunked body cut or malformed)"
             )
         return b"".join(chunks)
@@ -328,6 +248,8 @@ class RsgiFront:
         def start_response(status, headers, exc_info=None):
             if exc_info and started:
                 raise exc_info[1].with_traceback(exc_info[2])
+            if headers and headers[-1][0] == "Set-Cookie":
+                headers = _strip_cookies(headers)
             if unread:
                 headers = [*headers, ("Connection", "close")]
             started[:] = (status, headers)
@@ -384,11 +306,14 @@ class RsgiFront:
             future.cancel()
             raise
 
-    def _refuse(self, proto, spec: errors.ErrorSpec, message: str | None = None) -> None:
+    def _refuse(
+        self, proto, spec: errors.ErrorSpec, message: str | None = None, extra: tuple = ()
+    ) -> None:
         body = responses.error_body(spec, message)
         headers = [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(body))),
+            *extra,
             *responses.SECURITY_HEADERS,
             # The rest of the body may still be on its way: this connection is done.
             ("Connection", "close"),

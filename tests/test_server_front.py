@@ -323,3 +323,43 @@ def test_the_request_threads_are_the_web_threads_setting(settings):
     parser = Command().create_parser("manage.py", "serve")
     assert parser.parse_args([]).threads == 3
     assert parser.parse_args(["--threads", "5"]).threads == 5
+
+
+def test_connect_and_a_target_that_is_not_a_path_are_envelopes_before_the_application():
+    """`CONNECT host:port` and `OPTIONS *` reached Django, which answered HTML
+    (a CSRF failure page, a 404 page): attacker pass F6."""
+    for method, path, status, code in [
+        ("CONNECT", "127.0.0.1:5432", 405, "requestError.methodNotAllowed"),
+        ("CONNECT", "/v1/api/shop/order/async", 405, "requestError.methodNotAllowed"),
+        ("OPTIONS", "*", 400, "requestError.badRequest"),
+        ("GET", "example.com:80", 400, "requestError.badRequest"),
+    ]:
+        seen, proto = {}, FakeProto()
+        serve(echo_environ(seen), scope(method=method, path=path), proto)
+        assert not seen, (method, path)  # the application never ran
+        answer_status, headers, body = proto.answer
+        assert answer_status == status, (method, path)
+        assert json.loads(body)["response"]["error"]["code"] == code
+        assert ("Content-Type", "application/json") in headers
+        if status == 405:
+            assert dict(headers)["Allow"] == "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
+
+
+def test_set_cookie_values_go_out_without_surrounding_whitespace():
+    """Django's WSGI handler writes each cookie as `cookie.output(header="")`,
+    " csrftoken=…": over HTTP/2 a malformed field (attacker pass F8)."""
+
+    def app(environ, start_response):
+        start_response(
+            "200 OK",
+            [("Content-Type", "text/html"), ("Set-Cookie", " a=1; Path=/"), ("Set-Cookie", " b=2")],
+        )
+        return [b"ok"]
+
+    proto = FakeProto()
+    serve(app, scope(method="GET", path="/admin/login/"), proto)
+    assert proto.answer == (
+        200,
+        [("Content-Type", "text/html"), ("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2")],
+        b"ok",
+    )
