@@ -49,7 +49,7 @@ def closed_by_server(sock: socket.socket, *, by: float) -> bool:
     return True
 
 
-def test_front_wire_are_closed_at_the_header_deadline_and_a_caller_is_served():
+def test_idle_connections_are_closed_at_the_header_deadline_and_a_caller_is_served():
     api = make_api(make_workflow("idle", STEPS), auth_mode=AuthMode.NONE)
     platform = serve()
     try:
