@@ -1,6 +1,10 @@
 """Operator commands: fire an API, show an execution, list APIs, rotate a token, bootstrap."""
 
 import json
+import os
+import resource
+import subprocess
+import sys
 from io import StringIO
 
 import pytest
@@ -163,3 +167,28 @@ def test_demo_api_greets_the_name_in_the_body(caller, settings, tmp_path):
     assert execution.status == ExecutionStatus.SUCCEEDED, execution.error
     assert execution.output == {"greeting": "Hello, x!", "letters": 1}
     assert [run.type for run in execution.step_runs.all()] == ["transform", "code", "output"]
+
+
+def test_serve_raises_the_open_files_limit_so_its_connection_slots_fit():
+    """WEB_BACKPRESSURE (2,048 connections a web process) above a soft limit of
+    1,024 descriptors would end in EMFILE first: `serve` raises the soft limit
+    toward the hard one (its web processes inherit it), and says when even the
+    hard limit is short."""
+    code = (
+        "import resource\n"
+        "from workflows.management.commands.serve import open_files_raise\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4000))\n"
+        "print(open_files_raise(2304), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+        "print(open_files_raise(9999), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 4000:
+        pytest.skip("this host's hard limit of open files is under 4,000")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "iolinker.settings"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()\n" + code],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert done.stdout.split() == ["None", "2304", "4000", "4000"], done

@@ -1,5 +1,6 @@
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -11,6 +12,17 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from iolinker.env import env_int, env_str
+
+
+def open_files_raise(needed: int) -> int | None:
+    """Raise this process's soft limit of open files toward ``needed`` (the web
+    processes inherit it): a common soft limit is 1,024, below --backpressure's
+    2,048 connections. Returns the limit when even the hard limit is short."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want if want < needed else None
 
 
 class Command(BaseCommand):
@@ -81,6 +93,12 @@ class Command(BaseCommand):
             raise CommandError("--http (WEB_HTTP) must be 1 or auto")
         if backpressure < 1 or backlog < 128:
             raise CommandError("--backpressure must be at least 1 and --backlog at least 128")
+        short = open_files_raise(backpressure + 256)  # each connection is a descriptor
+        if short:
+            self.stderr.write(
+                f"warning: at most {short} open files (ulimit -n): fewer connections "
+                f"than --backpressure {backpressure} fit in a web process"
+            )
         manage = str(Path(settings.BASE_DIR) / "manage.py")
         # `bootstrap` collects static files here; the server needs the folder either way.
         Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
