@@ -12,7 +12,7 @@ import json
 import logging
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
-from django.db import DataError, InterfaceError, OperationalError
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.views import defaults
 
@@ -76,6 +76,11 @@ def error_parts(exc: Exception, *, method: str, path: str) -> tuple[ErrorSpec, s
         # A value the database refuses (the request checks should catch them first).
         logger.warning("Database refused a value on %s", path, exc_info=exc)
         return errors.INVALID_PARAMS, "The request contains a value that cannot be stored", {}
+    if isinstance(exc, IntegrityError):
+        # Two requests made the same thing at once (a unique name, module and
+        # method): the loser learns it conflicts, never a 500.
+        logger.warning("Integrity conflict on %s %s", method, path, exc_info=exc)
+        return errors.CONFLICT, "Conflicts with a concurrent change: read the current state", {}
     if isinstance(exc, (OperationalError, InterfaceError)):
         # The database is down or unreachable: nothing was accepted, retry later.
         logger.error("Database unavailable on %s %s", method, path, exc_info=exc)

@@ -332,6 +332,13 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["iolinker.drf.EnvelopeRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Closed by default: every view names its own authentication and permissions
+    # (the caller API's wrap the API's caller checks, the management API's are
+    # staff token or session). A view that forgets gets no authentication and
+    # staff only, never DRF's Basic auth of admin passwords without the login
+    # throttle, nor allow-all.
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
 }
 
 # --- Logging ------------------------------------------------------------------

@@ -35,6 +35,8 @@ def _answer(raise_exc, *, base=APIView, method="get", **attrs):
     def handler(self, request):
         raise raise_exc
 
+    # An open view: the settings' closed permission default is tested on its own.
+    attrs = {"permission_classes": (), **attrs}
     view = type("Raising", (base,), {"get": handler, "post": handler, **attrs}).as_view()
     # (Views that set EnvelopeNegotiation answer JSON whatever Accept says; the
     # settings' default negotiation would answer an HTML-only Accept with a 406.)
@@ -48,7 +50,11 @@ def _answer(raise_exc, *, base=APIView, method="get", **attrs):
 def test_a_success_is_wrapped_in_the_envelope_by_the_renderer():
     from rest_framework.response import Response
 
-    view = type("Ok", (APIView,), {"get": lambda self, request: Response({"n": "☃"})}).as_view()
+    view = type(
+        "Ok",
+        (APIView,),
+        {"get": lambda self, request: Response({"n": "☃"}), "permission_classes": ()},
+    ).as_view()
     response = view(APIRequestFactory().get("/v1/anything"))
     response.render()
     assert response.status_code == 200 and response["Content-Type"] == "application/json"
@@ -169,7 +175,9 @@ def test_drf_and_django_exceptions_answer_their_rows(exc, spec, message, headers
 
 
 def test_drf_405_names_the_view_s_methods_in_allow():
-    view = type("OnlyGet", (APIView,), {"get": lambda self, request: None}).as_view()
+    view = type(
+        "OnlyGet", (APIView,), {"get": lambda self, request: None, "permission_classes": ()}
+    ).as_view()
     response = view(APIRequestFactory().delete("/v1/anything"))
     response.render()
     assert response.status_code == 405
@@ -316,3 +324,25 @@ def test_both_stacks_answer_alike_byte_for_byte(token_api, case, settings):
         assert wsgi.content == django.content
     assert dict(wsgi.items()) == dict(django.items())
     assert Execution.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_drf_defaults_are_closed_a_view_that_forgets_gets_no_basic_auth_and_staff_only():
+    """A DRF view that names no authentication or permission must not fall back to
+    DRF's session + Basic auth (admin passwords checked without the login
+    throttle) and allow-all."""
+    from django.contrib.auth.models import User
+    from django.test import RequestFactory
+    from rest_framework.response import Response
+    from rest_framework.views import APIView
+
+    class Forgetful(APIView):
+        def get(self, request):
+            return Response({"ok": True})
+
+    User.objects.create_superuser("boss", "", "pw-boss")
+    basic = "Basic " + __import__("base64").b64encode(b"boss:pw-boss").decode()
+    request = RequestFactory().get("/v1/x", HTTP_AUTHORIZATION=basic)
+    response = Forgetful.as_view()(request)
+    response.render()
+    assert response.status_code == 403, response.content

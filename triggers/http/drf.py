@@ -121,8 +121,10 @@ class ApiRateThrottle(BaseThrottle):
 
 
 class CallerAPIView(APIView):
-    """A view of the caller API (see the module docstring)."""
+    """A view of the caller API (see the module docstring). No authentication
+    unless the view names its caller check (never DRF's session or Basic auth)."""
 
+    authentication_classes = ()
     permission_classes = ()
     throttle_classes = ()
     parser_classes = (TriggerBodyParser,)

@@ -29,9 +29,10 @@ _NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'"[]{}')
 _STRING = re.compile(rb'"[^"]*"')
 
 
-def json_body(raw: bytes) -> dict:
+def json_body(raw: bytes, top: type | tuple = dict) -> dict:
     """The JSON object of a request body (an empty body is ``{}``); ApiError 400
-    for anything the platform does not accept (module docstring)."""
+    for anything the platform does not accept (module docstring). ``top``: what
+    the outermost value may be (the management API's import also takes a list)."""
     if not raw.strip():
         return {}
     try:
@@ -46,7 +47,7 @@ def json_body(raw: bytes) -> dict:
         body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise ApiError(errors.INVALID_JSON, _parse_error(exc, text)) from None
-    if not isinstance(body, dict):
+    if not isinstance(body, top):
         raise ApiError(errors.BODY_NOT_OBJECT)
     limit = settings.IOLINKER_MAX_JSON_DEPTH
     if json_too_deep(raw, limit):

@@ -9,7 +9,10 @@ from triggers.manage.executions import ExecutionViewSet
 from triggers.manage.schema import ManageDocsView, ManageSchemaView
 from triggers.manage.workflows import WorkflowViewSet
 
+# "/?": `/v1/manage/apis` is the same as `apis/`, never APPEND_SLASH's HTML 301 (a
+# POST would lose its body on the redirect).
 router = SimpleRouter()
+router.trailing_slash = "/?"  # (the constructor takes only True or False)
 router.register("apis", ApiViewSet, basename="manage-api")
 router.register("workflows", WorkflowViewSet, basename="manage-workflow")
 router.register("executions", ExecutionViewSet, basename="manage-execution")
