@@ -8,7 +8,8 @@ from django.core.exceptions import ValidationError
 from django_q.models import Schedule
 
 from tests.conftest import execution_start, make_workflow
-from tests.helpers import RecordingServer, drain_queue
+from tests.support.queue import drain_queue
+from tests.support.servers import RecordingServer
 from workflows.lifecycle import execution_resume_due
 from workflows.models import EnvironmentVariable, Execution, ExecutionStatus, StepRun, Workflow
 from workflows.selectors import execution_status

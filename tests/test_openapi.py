@@ -12,7 +12,7 @@ from openapi_spec_validator import validate
 from iolinker import errors
 from iolinker.errors import ErrorSpec
 from tests.conftest import make_api, make_workflow
-from tests.helpers import drain_queue
+from tests.support.queue import drain_queue
 from triggers import services
 from triggers.callbacks import callback_body
 from triggers.models import AuthMode

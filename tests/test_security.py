@@ -17,7 +17,8 @@ from django.test import Client
 
 from iolinker.env import env_networks
 from tests.conftest import make_api, make_workflow
-from tests.helpers import BASE_DIR, queue_is_redis
+from tests.support.environment import BASE_DIR
+from tests.support.queue import queue_is_redis
 from tests.test_admin_engine import workflow_form
 from tests.test_trigger_errors import assert_error
 from triggers import services, throttle
