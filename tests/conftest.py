@@ -3,7 +3,9 @@ from django.core.cache import caches
 from django.test import Client
 from django.utils import timezone
 
-from tests.helpers import REQUIRE_SERVICES, WsgiClient, queue_is_redis
+from tests.support.clients import WsgiClient
+from tests.support.environment import REQUIRE_SERVICES
+from tests.support.queue import queue_is_redis
 from triggers import services as trigger_services
 from triggers import throttle
 from triggers.models import ApiDefinition, AuthMode
@@ -52,7 +54,7 @@ def execution_start(*, workflow: Workflow, trigger_input: dict, api=None) -> Exe
 @pytest.fixture
 def outbound_loopback(settings):
     """Outbound requests may go to loopback (tests of unreachable local ports;
-    the test servers of tests/helpers.py allow their own address themselves)."""
+    the test servers of tests/support/servers.py allow their own address themselves)."""
     import ipaddress
 
     settings.IOLINKER_OUTBOUND_ALLOW = (

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.helpers import drain_queue
+from tests.support.queue import drain_queue
 from triggers.models import ApiDefinition
 from workflows.models import Execution, Workflow
 

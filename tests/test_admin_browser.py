@@ -15,7 +15,8 @@ import pytest
 from django.db import connection
 
 from tests.conftest import needs_service
-from tests.helpers import BASE_DIR, drain_queue
+from tests.support.environment import BASE_DIR
+from tests.support.queue import drain_queue
 from triggers.models import ApiDefinition, TriggerStat
 from workflows.models import Execution, ExecutionStatus
 from workflows.services import workflow_create

@@ -7,7 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from tests.conftest import execution_start, make_workflow
-from tests.helpers import drain_queue
+from tests.support.queue import drain_queue
 from workflows.definition import workflow_export
 from workflows.models import Credential, Execution, ExecutionStatus, Workflow
 

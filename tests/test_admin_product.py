@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from tests.conftest import make_api, make_workflow
-from tests.helpers import drain_queue
+from tests.support.queue import drain_queue
 from triggers import admin as trigger_admin
 from triggers.models import ApiDefinition, AuthMode, TriggerStat
 from triggers.selectors import api_curl_example

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.conftest import needs_service
-from tests.helpers import BASE_DIR
+from tests.support.environment import BASE_DIR
 
 
 @pytest.mark.slow

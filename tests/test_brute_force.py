@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import forms as auth_forms
 from django.contrib.auth.models import User
 
-from tests.test_security import ATTACKER, CALLER, PRIVATE, SECURE, post
+from tests.security.conftest import ATTACKER, CALLER, PRIVATE, SECURE, post
 from tests.test_trigger_errors import assert_error
 from triggers import throttle
 from triggers.services import auth as auth_services

@@ -20,13 +20,10 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import ECHO_STEPS, execution_start, make_api, make_workflow, needs_service
-from tests.helpers import (
-    LocalHttpServer,
-    Platform,
-    drain_queue,
-    free_port,
-    redis_url_or_reason,
-)
+from tests.support.environment import redis_url_or_reason
+from tests.support.processes import Platform, free_port
+from tests.support.queue import drain_queue
+from tests.support.servers import LocalHttpServer
 from triggers import callbacks
 from triggers.models import AuthMode, CallbackAttempt, CallbackDelivery, CallbackStatus
 from workflows import hooks

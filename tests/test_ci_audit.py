@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from tests.helpers import BASE_DIR
+from tests.support.environment import BASE_DIR
 
 SCRIPT = str(BASE_DIR / ".ci" / "audit.py")
 

@@ -18,7 +18,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import execution_start, make_workflow
-from tests.helpers import BASE_DIR, SANDBOX_ESCAPE, RecordingServer, drain_queue
+from tests.support.environment import BASE_DIR
+from tests.support.queue import drain_queue
+from tests.support.sandbox import SANDBOX_ESCAPE
+from tests.support.servers import RecordingServer
 from workflows import steps as step_library
 from workflows.models import Execution, ExecutionStatus, Workflow
 from workflows.selectors import execution_status

@@ -10,7 +10,8 @@ import os
 import pytest
 
 from tests.conftest import execution_start, make_workflow
-from tests.helpers import SANDBOX_ESCAPE, drain_queue
+from tests.support.queue import drain_queue
+from tests.support.sandbox import SANDBOX_ESCAPE
 from workflows.models import Execution, ExecutionStatus, Workflow
 from workflows.steps import _zygote
 

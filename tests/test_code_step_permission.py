@@ -12,8 +12,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
 from tests.conftest import make_workflow
+from tests.security.conftest import EDITOR, existing_step_form
 from tests.test_admin_engine import workflow_form
-from tests.test_security import EDITOR, existing_step_form
 from workflows.definition import CodeStepRefused, code_steps_changed, workflow_export
 from workflows.models import Workflow
 from workflows.services import workflow_create

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from tests.conftest import make_api
-from tests.helpers import drain_queue
+from tests.support.queue import drain_queue
 from triggers.models import ApiDefinition
 from workflows.models import Execution, ExecutionStatus
 

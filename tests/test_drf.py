@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from iolinker import errors, responses
 from iolinker.errors import ApiError, ErrorSpec
-from tests.helpers import WsgiClient
+from tests.support.clients import WsgiClient
 from triggers.http import views
 from triggers.http.drf import CallerAPIView
 from workflows.models import Execution

@@ -13,7 +13,9 @@ import httpx
 import pytest
 
 from tests.conftest import make_api, make_workflow, needs_service
-from tests.helpers import BASE_DIR, Platform, RecordingServer, redis_url_or_reason
+from tests.support.environment import BASE_DIR, redis_url_or_reason
+from tests.support.processes import Platform
+from tests.support.servers import RecordingServer
 from triggers import services
 from triggers.models import AuthMode
 from workflows.models import Execution, ExecutionStatus

@@ -7,7 +7,9 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from tests.conftest import execution_start, make_workflow
-from tests.helpers import SANDBOX_ESCAPE, RecordingServer, drain_queue, queue_is_redis
+from tests.support.queue import drain_queue, queue_is_redis
+from tests.support.sandbox import SANDBOX_ESCAPE
+from tests.support.servers import RecordingServer
 from workflows.models import Execution, ExecutionStatus, Step, StepRun, Workflow
 from workflows.services import execution_run
 

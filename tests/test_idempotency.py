@@ -11,7 +11,7 @@ from django.db import OperationalError, connection
 from django.utils import timezone
 
 from tests.conftest import make_api
-from tests.helpers import queued_messages
+from tests.support.queue import queued_messages
 from tests.test_trigger_errors import assert_error
 from tests.test_trigger_sync import sync_api, worker
 from triggers.models import IdempotencyKey

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from tests.helpers import queue_is_redis
+from tests.support.queue import queue_is_redis
 from workflows.intake import GroupCommit
 from workflows.models import Execution
 
@@ -126,7 +126,7 @@ def test_concurrent_http_triggers_are_all_durable_and_share_queue_messages(open_
 
 @pytest.mark.django_db(transaction=True)
 def test_the_committer_recovers_when_its_database_connection_is_lost(monkeypatch, open_api):
-    from tests.helpers import WsgiClient
+    from tests.support.clients import WsgiClient
 
     if connection.vendor != "postgresql":
         pytest.skip("kills PostgreSQL backends")

@@ -6,7 +6,8 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from tests.conftest import execution_start
-from tests.helpers import LocalHttpServer, drain_queue
+from tests.support.queue import drain_queue
+from tests.support.servers import LocalHttpServer
 from workflows.credentials import credential_resolve, credential_set_secret
 from workflows.models import Credential, Execution, ExecutionStatus, StepRun, Workflow
 from workflows.services import workflow_create

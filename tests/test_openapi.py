@@ -1,4 +1,5 @@
-"""The OpenAPI document: GET /v1/openapi.json and `manage.py write_openapi`."""
+"""The OpenAPI document: GET /v1/openapi.json and `manage.py write_openapi`:
+its validity, paths, security, schemas, examples, callbacks and how it is served."""
 
 import io
 import json
@@ -12,14 +13,14 @@ from openapi_spec_validator import validate
 from iolinker import errors
 from iolinker.errors import ErrorSpec
 from tests.conftest import make_api, make_workflow
-from tests.helpers import drain_queue
+from tests.support.queue import drain_queue
 from triggers import services
 from triggers.callbacks import callback_body
 from triggers.models import AuthMode
-from triggers.services import run_read_key
 from workflows.models import Execution, ExecutionStatus
 
 pytestmark = pytest.mark.django_db
+
 
 URL = "/v1/openapi.json"
 OK_STEPS = [("result", "output", {"value": {"ok": True}})]
@@ -158,97 +159,6 @@ def test_a_trigger_answers_202_with_the_uid_and_location(apis):
 TRIGGER_ERRORS = {"400", "401", "403", "404", "405", "414", "422", "429", "431", "500", "503"}
 STATUS_ERRORS = {"400", "401", "403", "404", "405", "429", "500", "503"}
 CANCEL_ERRORS = {"400", "401", "403", "404", "405", "409", "429", "500", "503"}
-
-
-def responses_of(document, path):
-    (operation,) = document["paths"][path].values()
-    return set(operation["responses"])
-
-
-def test_every_operation_lists_each_status_its_code_paths_can_answer(apis):
-    document = fetch()
-    assert responses_of(document, "/v1/api/shop/order/async") == {
-        "202",
-        *TRIGGER_ERRORS,
-        "413",
-        "408",
-    }
-    assert responses_of(document, "/v1/api/shop/order/sync") == {
-        "200",
-        "202",
-        *TRIGGER_ERRORS,
-        "413",
-        "408",
-    }
-    # No body: no 413; no authentication: no 401.
-    assert responses_of(document, "/v1/api/shop/stock/async") == {"202", *TRIGGER_ERRORS}
-    assert responses_of(document, "/v1/api/hooks/ping/async") == {
-        "202",
-        "413",
-        "408",
-        *TRIGGER_ERRORS - {"401"},
-    }
-    for name in ("shop/order", "shop/stock"):
-        assert responses_of(document, f"/v1/api/{name}/executions/{{uid}}") == {
-            "200",
-            *STATUS_ERRORS,
-        }
-        assert responses_of(document, f"/v1/api/{name}/executions/{{uid}}/cancel") == {
-            "200",
-            "202",
-            *CANCEL_ERRORS,
-        }
-    assert responses_of(document, "/v1/api/hooks/ping/executions/{uid}") == {
-        "200",
-        *STATUS_ERRORS - {"401"},
-    }
-
-
-def test_a_status_with_a_contract_header_documents_it(apis):
-    responses = fetch()["components"]["responses"]
-    assert responses["Error429"]["headers"]["Retry-After"]["required"] is True
-    assert responses["Error405"]["headers"]["Allow"]["required"] is True
-    for status in ("414", "431", "422"):
-        assert responses[f"Error{status}"]["content"]["application/json"]["schema"] == {
-            "$ref": "#/components/schemas/Error"
-        }
-    assert "requestError.queryTooLarge" in responses["Error414"]["description"]
-    assert "requestError.headersTooLarge" in responses["Error431"]["description"]
-    # A code no operation answers is not listed under its status.
-    assert "requestError.forbidden" not in responses["Error403"]["description"]
-
-
-def test_a_new_error_is_one_line_in_the_table_and_documented_where_it_says(apis, monkeypatch):
-    document = fetch()
-    assert "415" not in responses_of(document, "/v1/api/shop/order/async")
-    monkeypatch.setattr(
-        errors,
-        "UNSUPPORTED",
-        ErrorSpec("requestError.unsupported", 415, "Unsupported", frozenset({errors.BODY})),
-        raising=False,
-    )
-    monkeypatch.setattr(
-        errors, "EVERYWHERE", ErrorSpec("requestError.new", 418, "New"), raising=False
-    )
-    document = fetch()
-    validate(document)
-    assert "415" in responses_of(document, "/v1/api/shop/order/async")  # POST: a body
-    assert "415" not in responses_of(document, "/v1/api/shop/stock/async")  # GET
-    assert "415" not in responses_of(document, "/v1/api/shop/order/executions/{uid}")
-    assert (
-        "requestError.unsupported" in document["components"]["responses"]["Error415"]["description"]
-    )
-    # Without `on`, everywhere until it says where.
-    assert all("418" in operation["responses"] for operation in operations(document))
-
-
-def operations(document):
-    return [operation for item in document["paths"].values() for operation in item.values()]
-
-
-def test_the_error_table_names_only_known_places(db):
-    for spec in (v for v in vars(errors).values() if isinstance(v, ErrorSpec)):
-        assert spec.on <= errors.ANYWHERE, spec
 
 
 def test_the_debug_payload_is_published_only_where_the_api_says_so(apis):
@@ -447,112 +357,7 @@ def test_cancel_is_documented_with_the_apis_security(apis):
     assert {"$ref": "#/components/parameters/ReadKey"} in open_cancel["parameters"]
 
 
-# --- What the document promises is what the server answers -----------------------
-
-
 def assert_matches(document: dict, schema: str, value) -> None:
     """Validate a value against a component schema of the document."""
     root = {"$ref": f"#/components/schemas/{schema}", "components": document["components"]}
     jsonschema.Draft202012Validator(root).validate(value)
-
-
-def schema_of(document: dict, response: dict) -> str | None:
-    if "$ref" in response:
-        response = document["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
-    content = response.get("content", {}).get("application/json")
-    return content["schema"]["$ref"].rsplit("/", 1)[1] if content else None
-
-
-def test_every_documented_operation_answers_a_documented_status_and_body(apis):
-    """A real call per operation, with valid credentials: its status is one the
-    document lists for it, and its body matches that response's schema."""
-    document = fetch()
-    credentials = {
-        "shop/order": {"token": apis["token"].plain_token},
-        "shop/stock": {"user": "alice", "password": "s3cret-pass"},
-        "hooks/ping": {},
-    }
-    uids = {}
-    client = Client()
-    calls = 0
-    for path, item in document["paths"].items():
-        name = "/".join(path.split("/")[3:5])
-        for verb, operation in item.items():
-            if path.endswith(("/async", "/sync")):
-                url, data = path, operation.get("requestBody", {}).get("content", {})
-                body = data.get("application/json", {}).get("example", {})
-                query = next(
-                    (p.get("example", {}) for p in operation["parameters"] if "in" in p), {}
-                )
-                if verb == "post":
-                    response = client.post(
-                        url, json.dumps(body), "application/json", headers=credentials[name]
-                    )
-                else:
-                    response = client.get(url, query, headers=credentials[name])
-                if response.status_code == 202:
-                    uids[name] = response.json()["response"]["uid"]
-                drain_queue()
-            else:
-                uid = uids[name]
-                url = path.replace("{uid}", uid)
-                if name == "hooks/ping":
-                    url += "?key=" + run_read_key(uid)
-                response = getattr(client, verb)(url, headers=credentials[name])
-                if path.endswith("/cancel"):  # the run already ended (the queue was drained)
-                    assert response.status_code == 409, response.content
-            assert str(response.status_code) in operation["responses"], (path, response.content)
-            schema = schema_of(document, operation["responses"][str(response.status_code)])
-            assert_matches(document, schema, response.json())
-            calls += 1
-    assert calls == 10
-
-
-def test_errors_answered_are_documented_and_match_the_error_schema(apis):
-    document = fetch()
-    client = Client()
-    token = {"token": apis["token"].plain_token}
-    order, ping = "/v1/api/shop/order/async", "/v1/api/hooks/ping/executions/{uid}"
-    stock = "/v1/api/shop/stock/async"
-    status = "/v1/api/shop/order/executions/{uid}"
-    uid = client.post(order, "{}", "application/json", headers=token).json()["response"]["uid"]
-    once = {**token, "Idempotency-Key": "k-1"}
-    client.post(order, '{"a": 1}', "application/json", headers=once)
-    answers = [
-        (401, order, client.post(order, "{}", "application/json")),
-        (400, order, client.post(order, "[1]", "application/json", headers=token)),
-        (400, order, client.post(order, '{"a": "\\u0000"}', "application/json", headers=token)),
-        (400, stock, client.get(stock + "?a=%00", headers=apis["password"].credentials)),
-        (404, ping, client.get(ping.replace("{uid}", "1"))),  # no read key
-        (
-            413,
-            order,
-            client.post(order, "{}" + " " * 1024 * 1024, "application/json", headers=token),
-        ),
-        (414, order, client.post(order + "?q=" + "x" * 17_000, "{}", "application/json")),
-        (431, order, client.post(order, "{}", "application/json", headers={"x-big": "x" * 17_000})),
-        (422, order, client.post(order, '{"a": 2}', "application/json", headers=once)),
-        (400, status, client.get(status.replace("{uid}", uid) + "?wait=1&wait=2", headers=token)),
-    ]
-    # Wrong tokens from one address: the throttle's 429 (last: it blocks the address).
-    wrong = [client.post(order, "{}", "application/json", headers={"token": "no"})]
-    while wrong[-1].status_code == 401 and len(wrong) < 50:
-        wrong.append(client.post(order, "{}", "application/json", headers={"token": "no"}))
-    answers.append((429, order, wrong[-1]))
-    answers.append((429, status, client.get(status.replace("{uid}", uid), headers=token)))
-    assert int(wrong[-1]["Retry-After"]) >= 1
-    for status, path, response in answers:
-        assert response.status_code == status, (path, response.content[:200])
-        (operation,) = document["paths"][path].values()
-        assert str(status) in operation["responses"]
-        assert schema_of(document, operation["responses"][str(status)]) == "Error"
-        assert_matches(document, "Error", response.json())
-    # Another verb than the documented one: 405, also in the envelope.
-    response = client.get(order, headers=token)
-    assert (response.status_code, response["Allow"]) == (405, "POST")
-    assert_matches(document, "Error", response.json())
-
-
-def test_the_document_costs_one_query_however_many_apis(apis, django_assert_num_queries):
-    with django_assert_num_queries(1):
-        Client().get(URL)

@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from tests.conftest import execution_start, make_workflow
-from tests.helpers import LocalHttpServer, RecordingServer, drain_queue
+from tests.support.queue import drain_queue
+from tests.support.servers import LocalHttpServer, RecordingServer
 from tests.test_callbacks import Receiver, callback_api, settle, start  # noqa: F401
 from tests.test_llm_step import FakeLlm, credential, run_llm
 from triggers.models import CallbackAttempt

@@ -8,7 +8,7 @@ from django_q.exceptions import TimeoutException
 from django_q.timeout import TimeoutHandler
 
 from tests.conftest import execution_start, make_workflow
-from tests.helpers import queued_messages
+from tests.support.queue import queued_messages
 from workflows.lifecycle import execution_recover_stale
 from workflows.models import Execution, ExecutionStatus, Workflow
 from workflows.services import execution_run, queueing

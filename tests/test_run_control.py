@@ -11,13 +11,10 @@ from django.db import connection
 from django.utils import timezone
 
 from tests.conftest import execution_start, make_api, make_workflow, needs_service
-from tests.helpers import (
-    Platform,
-    RecordingServer,
-    drain_queue,
-    queue_is_redis,
-    redis_url_or_reason,
-)
+from tests.support.environment import redis_url_or_reason
+from tests.support.processes import Platform
+from tests.support.queue import drain_queue, queue_is_redis
+from tests.support.servers import RecordingServer
 from triggers.models import AuthMode
 from workflows.lifecycle import (
     NotCancellable,

@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from iolinker.env import database_from_url, env_bool, env_int, env_list
-from tests.helpers import BASE_DIR
+from tests.support.environment import BASE_DIR
 
 
 def test_env_helpers_read_valid_values():

@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.utils import ConnectionHandler
 
 from iolinker.env import database_from_url
-from tests.helpers import BASE_DIR
+from tests.support.environment import BASE_DIR
 
 
 def mode(path) -> int:

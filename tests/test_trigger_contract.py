@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 
 from tests.conftest import make_api, make_workflow
-from tests.helpers import drain_queue, queue_is_redis, queued_messages
+from tests.support.queue import drain_queue, queue_is_redis, queued_messages
 from triggers.models import AuthMode
 from triggers.services import run_read_key
 from workflows.models import Execution, ExecutionStatus

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 from tests.conftest import make_api, make_workflow
-from tests.helpers import drain_queue
+from tests.support.queue import drain_queue
 from triggers.models import AuthMode
 from triggers.services import run_read_key
 

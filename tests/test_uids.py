@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from tests.helpers import BASE_DIR, child_env
+from tests.support.environment import BASE_DIR
+from tests.support.processes import child_env
 from workflows import ids
 from workflows.models import IdLease
 

@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from tests.conftest import execution_start
-from tests.helpers import drain_queue
+from tests.support.queue import drain_queue
 from tests.test_callbacks import Receiver, callback_api, settle  # noqa: F401 (a fixture)
 from workflows.models import Execution, ExecutionStatus
 from workflows.services import execution_run_batch, queueing

@@ -16,7 +16,7 @@ from django.test import Client, override_settings
 
 from iolinker import errors
 from iolinker.errors import ApiError
-from tests.helpers import WsgiClient
+from tests.support.clients import WsgiClient
 from triggers.http.jsonbody import json_too_deep
 from workflows.intake import GroupCommit
 from workflows.models import Execution
@@ -243,7 +243,7 @@ def test_bad_bodies_in_a_burst_to_a_real_server_are_refused_alone(open_api):
     process's own committer thread and connection), from 12 keep-alive clients."""
     import httpx
 
-    from tests.helpers import Platform
+    from tests.support.processes import Platform
 
     bad_bodies = list(BAD_BODIES.values())
     calls = [(i, bad_bodies[i % len(bad_bodies)] if i % 4 == 3 else None) for i in range(600)]

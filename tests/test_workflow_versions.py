@@ -6,7 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from tests.conftest import execution_start
-from tests.helpers import drain_queue
+from tests.support.queue import drain_queue
 from workflows.definition import (
     DefinitionError,
     workflow_clone,

@@ -15,8 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.conftest import execution_start, make_api, make_workflow
-from tests.helpers import drain_queue
 from tests.manage.conftest import ManageClient, body, error, grant
+from tests.support.queue import drain_queue
 from tests.test_unreadable_rows import poison
 from triggers.manage.auth import manage_token_create
 from triggers.models import AuthMode
@@ -292,7 +292,7 @@ def test_import_a_workflow_create_an_api_trigger_it_and_read_the_run(operator):
     )
     assert response.status_code == 202, response.content
     uid = response.json()["response"]["uid"]
-    drain_queue()  # the real queue, run in this process (tests/helpers.py)
+    drain_queue()  # the real queue, run in this process (tests/support/queue.py)
     listed = body(operator.get(f"executions/?api={created['id']}"))["results"]
     assert [r["uid"] for r in listed] == [uid] and listed[0]["status"] == "succeeded"
     detail = body(operator.get(f"executions/{uid}/"))

@@ -14,7 +14,8 @@ import pytest
 from django.test import override_settings
 
 from tests.conftest import make_api
-from tests.helpers import Platform, raw_http
+from tests.support.clients import raw_http
+from tests.support.processes import Platform
 from triggers.models import AuthMode
 from workflows.models import Execution
 

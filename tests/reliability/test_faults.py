@@ -20,18 +20,12 @@ from django.db.models import Count
 from django.utils import timezone
 
 from tests.conftest import make_api, make_workflow, needs_service
-from tests.helpers import (
-    Cluster,
-    Platform,
-    RecordingServer,
-    TcpProxy,
-    post_many,
-    queue_is_redis,
-    queue_message_uids,
-    redis_url_or_reason,
-    rss_mb,
-)
-from tests.helpers import test_database_url as database_url_of_test
+from tests.support.clients import post_many
+from tests.support.environment import redis_url_or_reason
+from tests.support.processes import Cluster, Platform, rss_mb
+from tests.support.processes import test_database_url as database_url_of_test
+from tests.support.queue import queue_is_redis, queue_message_uids
+from tests.support.servers import RecordingServer, TcpProxy
 from triggers.models import AuthMode
 from workflows.ids import next_uid
 from workflows.lifecycle import execution_recover_stale

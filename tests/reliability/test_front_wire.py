@@ -14,7 +14,8 @@ import time
 import pytest
 
 from tests.conftest import make_api, make_workflow
-from tests.helpers import Platform, raw_http
+from tests.support.clients import raw_http
+from tests.support.processes import Platform
 from triggers.models import AuthMode
 from workflows.models import Execution
 

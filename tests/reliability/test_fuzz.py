@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import make_api
-from tests.helpers import WsgiClient
+from tests.support.clients import WsgiClient
 from triggers import services
 from triggers.models import AuthMode
 

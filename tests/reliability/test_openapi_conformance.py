@@ -24,7 +24,7 @@ from django.db import connection
 
 from iolinker.env import env_int
 from tests.conftest import make_api, make_workflow
-from tests.helpers import Platform
+from tests.support.processes import Platform
 from triggers import services
 from triggers.models import AuthMode, RatePeriod
 

@@ -18,14 +18,10 @@ import time
 import pytest
 
 from tests.conftest import make_api, make_workflow, needs_service
-from tests.helpers import (
-    Platform,
-    _children,
-    _cmdline,
-    queue_is_redis,
-    raw_http,
-    redis_url_or_reason,
-)
+from tests.support.clients import raw_http
+from tests.support.environment import redis_url_or_reason
+from tests.support.processes import Platform, _children, _cmdline
+from tests.support.queue import queue_is_redis
 from triggers.models import AuthMode
 from workflows.models import Execution, ExecutionStatus
 
