@@ -346,3 +346,14 @@ def test_drf_defaults_are_closed_a_view_that_forgets_gets_no_basic_auth_and_staf
     response = Forgetful.as_view()(request)
     response.render()
     assert response.status_code == 403, response.content
+
+
+def test_the_fast_path_mirrors_the_installed_django():
+    """triggers/http/django_mirror.py repeats Django internals for the WSGI fast
+    path: upgrading Django fails here until the mirror is checked against the new
+    version (and its DJANGO_VERSION moved)."""
+    import django
+
+    from triggers.http.django_mirror import DJANGO_VERSION
+
+    assert django.VERSION[:2] == DJANGO_VERSION

@@ -1,7 +1,9 @@
 """The run's status machine: every change of an ``Execution``'s status (and of
 its lease and cancel flag) is one of the named transitions below. Hot-path SQL
-stays raw, named after the transition it performs; each is a conditional write,
-so two processes racing over a run cannot both win.
+stays raw, named after the transition it performs. Each is a conditional write
+(fenced by status, attempt or lease), so two processes racing over a run cannot
+both win, except *hand back* and *continue child*, which change runs their
+caller already holds (its own claimed, unstarted runs; its own child).
 
 =============  ==========================  ===================  =====================
 transition     from                        to                   who

@@ -1,3 +1,9 @@
+"""`manage.py serve`: the production platform on one machine. granian (RSGI, the
+front of iolinker/server.py) with its web processes, and the qcluster, restarted
+with back-off when it dies while the web server goes on; the flags that bound
+connections (HTTP/1.1 by default, header deadline, backpressure, backlog) and the
+open-files limit they need are set here."""
+
 import contextlib
 import os
 import resource
